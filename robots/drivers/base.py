@@ -1,0 +1,85 @@
+"""RobotDriver: the one interface between the bridge and an arm (simulated, replayed or real).
+
+The BridgeServer owns safety (clipping, watchdog, e-stop); a driver only executes what it is
+given. Drivers are context managers: `with SimDriver(...) as d: ...` closes the arm.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robots.types import Action, ActionSpace, SceneSpec, Workspace
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    height: int
+    width: int
+    encoding: str = "raw"  # raw | jpeg (what the bridge sends by default)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    driver: str  # sim | replay | <sdk name>
+    cameras: tuple[CameraSpec, ...]
+    action_space: ActionSpace = ActionSpace()
+    workspace: Workspace = Workspace()
+    needs_operator_reset: bool = False  # real arms: a person sets the scene up
+    privileged_state: bool = False  # sim only: ground-truth state for the scripted oracle
+    tags: tuple[str, ...] = ()  # capabilities a protocol can require (e.g. "drawer")
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    ready: bool
+    instructions: str = ""  # what an operator must do before the episode can start
+
+
+@dataclass(frozen=True)
+class DriverObservation:
+    frames: dict[str, np.ndarray]  # camera name -> HxWx3 uint8 RGB
+    proprio: tuple[float, ...]  # ee x y z roll pitch yaw, gripper
+    sim_success: bool | None = None
+    info: dict = field(default_factory=dict)
+
+
+class RobotDriver(ABC):
+    """An arm. Every method returns promptly (the bridge calls them on its control thread)."""
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def reset(self, scene: SceneSpec) -> ResetResult: ...
+
+    @abstractmethod
+    def observe(self) -> DriverObservation: ...
+
+    @abstractmethod
+    def apply(self, action: Action) -> None:
+        """Execute one already-clipped, finite action."""
+
+    @abstractmethod
+    def hold(self) -> None:
+        """Protective stop: keep the current pose, stop moving."""
+
+    def privileged_state(self) -> dict | None:
+        """Ground truth for the scripted oracle (sim only); None on real arms."""
+        return None
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> RobotDriver:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
