@@ -1,0 +1,264 @@
+"""The results store's tables (SQLAlchemy 2.x typed ORM). Only Alembic changes the schema.
+
+See docs/schema.md for every table, the analyst views and example queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+TS = DateTime(timezone=True)
+
+
+class Robot(Base):
+    __tablename__ = "robots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(300))
+    station: Mapped[str] = mapped_column(String(100), default="default")
+    capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="unknown")  # online|offline|busy|estopped
+    last_heartbeat: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class Policy(Base):
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(50), default="1")
+    kind: Mapped[str] = mapped_column(String(50))
+    checkpoint_uri: Mapped[str | None] = mapped_column(String(500))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    weights_checksum: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class Protocol(Base):
+    __tablename__ = "protocols"
+    __table_args__ = (UniqueConstraint("name", "version", "checksum"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(50))
+    source_text: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("protocol_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(ForeignKey("protocols.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(100))
+    instruction: Mapped[str] = mapped_column(Text)
+    skill: Mapped[str] = mapped_column(String(50))
+    split: Mapped[str] = mapped_column(String(20))
+    category: Mapped[str] = mapped_column(String(50))
+    difficulty: Mapped[str | None] = mapped_column(String(10))
+    scene: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    station_needs: Mapped[list[Any]] = mapped_column(default=list)
+    max_steps: Mapped[int] = mapped_column(Integer)
+    control_hz: Mapped[float] = mapped_column(Float)
+    success_criterion: Mapped[str] = mapped_column(String(50))
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending','running','paused','done','cancelled')", name="status"
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    protocol_id: Mapped[int] = mapped_column(ForeignKey("protocols.id"))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    trials_per_task: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow, onupdate=utcnow)
+
+
+class CampaignPolicy(Base):
+    __tablename__ = "campaign_policies"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "policy_id"),
+        UniqueConstraint("campaign_id", "blind_code"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id"))
+    blind_code: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # column order in reports
+
+
+class Trial(Base):
+    """One planned (task, policy, trial index, scene seed): the durable work queue."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "task_id", "campaign_policy_id", "trial_index"),
+        CheckConstraint("status IN ('pending','leased','done','cancelled')", name="status"),
+        Index("ix_trials_queue", "status", "campaign_id", "plan_order"),
+        Index("ix_trials_lease_expires_at", "lease_expires_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    campaign_policy_id: Mapped[int] = mapped_column(ForeignKey("campaign_policies.id"))
+    trial_index: Mapped[int] = mapped_column(Integer)
+    scene_seed: Mapped[int] = mapped_column(BigInteger)
+    plan_order: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    lease_holder: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Episode(Base):
+    """One attempt at a trial. A trial counts once: its single episode with counted = true."""
+
+    __tablename__ = "episodes"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running','recorded','aborted')", name="status"
+        ),
+        # A trial can never have two counted episodes (partial unique index, SQLite and PostgreSQL).
+        Index(
+            "uq_episodes_counted_trial",
+            "trial_id",
+            unique=True,
+            sqlite_where=text("counted"),
+            postgresql_where=text("counted"),
+        ),
+        Index("ix_episodes_trial_id", "trial_id"),
+        Index("ix_episodes_status_ended", "status", "ended_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    robot_id: Mapped[int | None] = mapped_column(ForeignKey("robots.id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    counted: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(TS)
+    step_count: Mapped[int] = mapped_column(Integer, default=0)
+    late_steps: Mapped[int] = mapped_column(Integer, default=0)
+    terminated_by: Mapped[str | None] = mapped_column(String(30))  # terminate|success|max_steps|timeout
+    policy_checksum: Mapped[str | None] = mapped_column(String(80))
+    media: Mapped[list[Any]] = mapped_column(default=list)  # [{camera, uri, sha256, bytes, frames}]
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    episode_id: Mapped[int] = mapped_column(
+        ForeignKey("episodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    terminate: Mapped[bool] = mapped_column(Boolean, default=False)
+    dx: Mapped[float] = mapped_column(Float)
+    dy: Mapped[float] = mapped_column(Float)
+    dz: Mapped[float] = mapped_column(Float)
+    droll: Mapped[float] = mapped_column(Float)
+    dpitch: Mapped[float] = mapped_column(Float)
+    dyaw: Mapped[float] = mapped_column(Float)
+    gripper: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[str | None] = mapped_column(String(100))  # RT-2 text form "1 128 91 ..."
+    proprio: Mapped[list[Any]] = mapped_column(default=list)
+    obs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    obs_monotonic_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    obs_wall_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    command_wall_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    obs_age_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    inference_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    orchestration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    command_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    clipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan: Mapped[str | None] = mapped_column(Text)
+
+
+class Label(Base):
+    """An outcome label: from a human evaluator or from the simulator. Many per episode."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        UniqueConstraint("episode_id", "source", "evaluator"),
+        CheckConstraint("source IN ('human','sim')", name="source"),
+        CheckConstraint("progress IS NULL OR (progress >= 0 AND progress <= 1)", name="progress"),
+        Index("ix_labels_episode_id", "episode_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(10))
+    evaluator: Mapped[str] = mapped_column(String(100))
+    success: Mapped[bool] = mapped_column(Boolean)
+    progress: Mapped[float | None] = mapped_column(Float)
+    failure_mode: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Event(Base):
+    """Audit log: leases, aborts, operator confirmations, e-stops, campaign changes."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_campaign_id_at", "campaign_id", "at"),
+        Index("ix_events_robot_id_at", "robot_id", "at"),
+        Index("ix_events_episode_id", "episode_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(50))
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
+    robot_id: Mapped[int | None] = mapped_column(ForeignKey("robots.id", ondelete="SET NULL"))
+    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id", ondelete="SET NULL"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,188 @@
+"""Read-side queries for the CLI, the dashboard and reports. Pages never touch the ORM directly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func, select, text
+from sqlalchemy.orm import Session
+
+from orchestrator.store.models import (
+    Campaign,
+    CampaignPolicy,
+    Episode,
+    Policy,
+    Protocol,
+    Task,
+    Trial,
+)
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    id: int
+    name: str
+    status: str
+    priority: int
+    protocol: str
+    protocol_version: str
+    seed: int
+    trials_per_task: int
+    policies: tuple[str, ...]
+    blind_codes: tuple[str, ...]
+    trials: int
+    done: int
+    pending: int
+    leased: int
+    cancelled: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One counted episode with its resolved outcome (a row of the v_episode_outcomes view)."""
+
+    episode_id: int
+    campaign_id: int
+    policy: str
+    blind_code: str
+    task_key: str
+    category: str
+    difficulty: str | None
+    outcome: str  # success | failure | disputed | unlabeled
+    outcome_source: str | None  # human | sim | None
+    robot: str | None
+    station: str | None
+    ended_at: datetime | None
+    progress: float | None
+
+
+def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[CampaignSummary]:
+    counts = dict(
+        (
+            (row[0], row[1:])
+            for row in s.execute(
+                select(
+                    Trial.campaign_id,
+                    func.count(),
+                    func.sum(case((Trial.status == "done", 1), else_=0)),
+                    func.sum(case((Trial.status == "pending", 1), else_=0)),
+                    func.sum(case((Trial.status == "leased", 1), else_=0)),
+                    func.sum(case((Trial.status == "cancelled", 1), else_=0)),
+                ).group_by(Trial.campaign_id)
+            )
+        )
+    )
+    stmt = (
+        select(Campaign, Protocol.name, Protocol.version)
+        .join(Protocol, Protocol.id == Campaign.protocol_id)
+        .order_by(Campaign.priority.desc(), Campaign.created_at, Campaign.id)
+    )
+    if ids is not None:
+        stmt = stmt.where(Campaign.id.in_(list(ids)))
+    out: list[CampaignSummary] = []
+    for campaign, pname, pversion in s.execute(stmt):
+        pols = s.execute(
+            select(Policy.name, CampaignPolicy.blind_code)
+            .join(CampaignPolicy, CampaignPolicy.policy_id == Policy.id)
+            .where(CampaignPolicy.campaign_id == campaign.id)
+            .order_by(CampaignPolicy.position)
+        ).all()
+        total, done, pending, leased, cancelled = counts.get(campaign.id, (0, 0, 0, 0, 0))
+        out.append(
+            CampaignSummary(
+                id=campaign.id,
+                name=campaign.name,
+                status=campaign.status,
+                priority=campaign.priority,
+                protocol=pname,
+                protocol_version=pversion,
+                seed=campaign.seed,
+                trials_per_task=campaign.trials_per_task,
+                policies=tuple(p[0] for p in pols),
+                blind_codes=tuple(p[1] for p in pols),
+                trials=int(total or 0),
+                done=int(done or 0),
+                pending=int(pending or 0),
+                leased=int(leased or 0),
+                cancelled=int(cancelled or 0),
+                created_at=campaign.created_at,
+            )
+        )
+    return out
+
+
+def episode_outcomes(
+    s: Session,
+    campaign_ids: Sequence[int],
+    *,
+    robots: Sequence[str] | None = None,
+    stations: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[EpisodeOutcome]:
+    """Counted episodes of the campaigns with their resolved outcome, from v_episode_outcomes."""
+    if not campaign_ids:
+        return []
+    where = ["campaign_id IN (" + ",".join(str(int(c)) for c in campaign_ids) + ")"]
+    params: dict[str, object] = {}
+    if robots:
+        where.append("robot IN (" + ",".join(f":r{i}" for i in range(len(robots))) + ")")
+        params.update({f"r{i}": r for i, r in enumerate(robots)})
+    if stations:
+        where.append("station IN (" + ",".join(f":s{i}" for i in range(len(stations))) + ")")
+        params.update({f"s{i}": st for i, st in enumerate(stations)})
+    if since is not None:
+        where.append("ended_at >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("ended_at < :until")
+        params["until"] = until
+    sql = (
+        "SELECT episode_id, campaign_id, policy, blind_code, task_key, category, difficulty, "
+        "outcome, outcome_source, robot, station, ended_at, progress "
+        "FROM v_episode_outcomes WHERE " + " AND ".join(where)
+    )
+    return [EpisodeOutcome(*row) for row in s.execute(text(sql), params)]
+
+
+def policy_order(s: Session, campaign_ids: Sequence[int]) -> list[tuple[str, str]]:
+    """(policy name, blind code) in the campaigns' column order, first campaign first."""
+    seen: dict[str, str] = {}
+    for cid in campaign_ids:
+        for name, code in s.execute(
+            select(Policy.name, CampaignPolicy.blind_code)
+            .join(CampaignPolicy, CampaignPolicy.policy_id == Policy.id)
+            .where(CampaignPolicy.campaign_id == cid)
+            .order_by(CampaignPolicy.position)
+        ):
+            seen.setdefault(name, code)
+    return list(seen.items())
+
+
+def progress_by_category(s: Session, campaign_id: int) -> list[tuple[str, str | None, int, int]]:
+    """(category, difficulty, trials done, trials total) for one campaign."""
+    rows = s.execute(
+        select(
+            Task.category,
+            Task.difficulty,
+            func.sum(case((Trial.status == "done", 1), else_=0)),
+            func.count(),
+        )
+        .join(Task, Task.id == Trial.task_id)
+        .where(Trial.campaign_id == campaign_id, Trial.status != "cancelled")
+        .group_by(Task.category, Task.difficulty)
+    )
+    return [(r[0], r[1], int(r[2] or 0), int(r[3])) for r in rows]
+
+
+def episode_counts(s: Session, campaign_id: int) -> dict[str, int]:
+    rows = s.execute(
+        select(Episode.status, func.count())
+        .join(Trial, Trial.id == Episode.trial_id)
+        .where(Trial.campaign_id == campaign_id)
+        .group_by(Episode.status)
+    )
+    return {status: int(n) for status, n in rows}

@@ -1,0 +1,366 @@
+"""The durable trial queue and the episode lifecycle.
+
+Leases expire: a trial leased by an orchestrator that died returns to the queue once its lease
+runs out. A trial counts once: completing an episode marks it counted only while the caller
+still holds the trial's lease, and a partial unique index makes a second counted episode
+impossible even if that check were bypassed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.store.campaigns import log_event
+from orchestrator.store.models import (
+    Campaign,
+    CampaignPolicy,
+    Episode,
+    Label,
+    Policy,
+    Step,
+    Task,
+    Trial,
+    utcnow,
+)
+
+ACTIVE_CAMPAIGN = ("pending", "running")
+
+
+@dataclass(frozen=True)
+class TrialCandidate:
+    """A pending trial, with what the scheduler needs to place it on an arm."""
+
+    trial_id: int
+    campaign_id: int
+    campaign_priority: int
+    campaign_created_ns: int
+    plan_order: int
+    task_key: str
+    station_needs: tuple[str, ...]
+    scene_key: str  # equal keys = same physical setup (objects, background, environment)
+    policy_name: str
+    policy_id: int
+
+
+@dataclass(frozen=True)
+class LeasedTrial:
+    trial_id: int
+    campaign_id: int
+    campaign_name: str
+    task_key: str
+    instruction: str
+    skill: str
+    category: str
+    difficulty: str | None
+    scene: dict[str, Any]
+    scene_seed: int
+    max_steps: int
+    control_hz: float
+    policy_name: str
+    policy_id: int
+    policy_kind: str
+    policy_config: dict[str, Any]
+    blind_code: str
+    attempts: int
+
+
+def scene_key(scene: dict[str, Any]) -> str:
+    setup = {
+        k: scene.get(k)
+        for k in ("objects", "distractors", "background", "environment", "target", "destination")
+    }
+    return hashlib.sha1(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def reclaim_expired_leases(s: Session, now: datetime | None = None) -> int:
+    """Return trials whose lease ran out to the queue; abort their still-running episodes."""
+    now = now or utcnow()
+    expired = list(
+        s.scalars(
+            select(Trial.id).where(Trial.status == "leased", Trial.lease_expires_at < now)
+        )
+    )
+    if not expired:
+        return 0
+    s.execute(
+        update(Episode)
+        .where(Episode.trial_id.in_(expired), Episode.status == "running")
+        .values(
+            status="aborted",
+            ended_at=now,
+            abort_reason="lease expired: the orchestrator holding it stopped or lost contact",
+        )
+    )
+    s.execute(
+        update(Trial)
+        .where(Trial.id.in_(expired), Trial.status == "leased")
+        .values(status="pending", lease_holder=None, lease_expires_at=None)
+    )
+    for tid in expired:
+        log_event(s, "lease_expired", trial_id=tid)
+    return len(expired)
+
+
+def pending_candidates(
+    s: Session, *, limit: int = 500, campaign_ids: Sequence[int] | None = None
+) -> list[TrialCandidate]:
+    """Pending trials of active campaigns, by priority, then campaign age, then plan order."""
+    stmt = (
+        select(
+            Trial.id,
+            Trial.campaign_id,
+            Campaign.priority,
+            Campaign.created_at,
+            Trial.plan_order,
+            Task.key,
+            Task.station_needs,
+            Task.scene,
+            Policy.name,
+            Policy.id,
+        )
+        .join(Campaign, Campaign.id == Trial.campaign_id)
+        .join(Task, Task.id == Trial.task_id)
+        .join(CampaignPolicy, CampaignPolicy.id == Trial.campaign_policy_id)
+        .join(Policy, Policy.id == CampaignPolicy.policy_id)
+        .where(Trial.status == "pending", Campaign.status.in_(ACTIVE_CAMPAIGN))
+        .order_by(Campaign.priority.desc(), Campaign.created_at, Campaign.id, Trial.plan_order)
+        .limit(limit)
+    )
+    if campaign_ids is not None:
+        stmt = stmt.where(Trial.campaign_id.in_(list(campaign_ids)))
+    if s.bind is not None and s.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Trial, skip_locked=True)
+    return [
+        TrialCandidate(
+            trial_id=r[0],
+            campaign_id=r[1],
+            campaign_priority=r[2],
+            campaign_created_ns=int(r[3].timestamp() * 1e9),
+            plan_order=r[4],
+            task_key=r[5],
+            station_needs=tuple(r[6] or ()),
+            scene_key=scene_key(r[7] or {}),
+            policy_name=r[8],
+            policy_id=r[9],
+        )
+        for r in s.execute(stmt)
+    ]
+
+
+def lease_trials(
+    s: Session, trial_ids: Iterable[int], *, holder: str, lease_s: float, now: datetime | None = None
+) -> list[LeasedTrial]:
+    """Lease the given pending trials to holder; trials taken meanwhile are skipped."""
+    now = now or utcnow()
+    leased: list[LeasedTrial] = []
+    for tid in trial_ids:
+        res = s.execute(
+            update(Trial)
+            .where(Trial.id == tid, Trial.status == "pending")
+            .values(
+                status="leased",
+                lease_holder=holder,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+            )
+        )
+        if res.rowcount == 1:
+            leased.append(_leased_trial(s, tid))
+    return leased
+
+
+def _leased_trial(s: Session, trial_id: int) -> LeasedTrial:
+    row = s.execute(
+        select(Trial, Task, Campaign, CampaignPolicy, Policy)
+        .join(Task, Task.id == Trial.task_id)
+        .join(Campaign, Campaign.id == Trial.campaign_id)
+        .join(CampaignPolicy, CampaignPolicy.id == Trial.campaign_policy_id)
+        .join(Policy, Policy.id == CampaignPolicy.policy_id)
+        .where(Trial.id == trial_id)
+    ).one()
+    trial, task, campaign, cp, policy = row
+    return LeasedTrial(
+        trial_id=trial.id,
+        campaign_id=campaign.id,
+        campaign_name=campaign.name,
+        task_key=task.key,
+        instruction=task.instruction,
+        skill=task.skill,
+        category=task.category,
+        difficulty=task.difficulty,
+        scene=dict(task.scene),
+        scene_seed=trial.scene_seed,
+        max_steps=task.max_steps,
+        control_hz=task.control_hz,
+        policy_name=policy.name,
+        policy_id=policy.id,
+        policy_kind=policy.kind,
+        policy_config=dict(policy.config or {}),
+        blind_code=cp.blind_code,
+        attempts=trial.attempts,
+    )
+
+
+def renew_lease(
+    s: Session, trial_id: int, *, holder: str, lease_s: float, now: datetime | None = None
+) -> bool:
+    now = now or utcnow()
+    res = s.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+    )
+    return res.rowcount == 1
+
+
+def release_trial(s: Session, trial_id: int, *, holder: str, reason: str) -> bool:
+    """Give a leased trial back to the queue without running it."""
+    res = s.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
+        .values(status="pending", lease_holder=None, lease_expires_at=None)
+    )
+    if res.rowcount:
+        log_event(s, "trial_released", trial_id=trial_id, reason=reason)
+    return res.rowcount == 1
+
+
+def start_episode(
+    s: Session,
+    trial_id: int,
+    *,
+    holder: str,
+    robot_id: int | None,
+    policy_checksum: str | None = None,
+) -> int:
+    trial = s.get(Trial, trial_id)
+    if trial is None or trial.status != "leased" or trial.lease_holder != holder:
+        raise LeaseLostError(f"trial {trial_id} is no longer leased to {holder}")
+    trial.attempts += 1
+    ep = Episode(
+        trial_id=trial_id,
+        robot_id=robot_id,
+        attempt=trial.attempts,
+        status="running",
+        policy_checksum=policy_checksum,
+    )
+    s.add(ep)
+    s.flush()
+    log_event(s, "episode_started", robot_id=robot_id, episode_id=ep.id, trial_id=trial_id)
+    return ep.id
+
+
+class LeaseLostError(RuntimeError):
+    pass
+
+
+STEP_COLUMNS = tuple(c.name for c in Step.__table__.columns)
+
+
+def add_steps(s: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Batched step insert (one executemany)."""
+    if rows:
+        s.execute(insert(Step), list(rows))
+    return len(rows)
+
+
+def complete_episode(
+    s: Session,
+    episode_id: int,
+    *,
+    holder: str,
+    step_count: int,
+    late_steps: int,
+    terminated_by: str,
+    media: list[dict[str, Any]],
+    sim_success: bool | None,
+    now: datetime | None = None,
+) -> bool:
+    """Mark an episode recorded (its media is durable) and count it if the lease is still ours.
+
+    Returns whether the episode was counted for its trial.
+    """
+    now = now or utcnow()
+    ep = s.get(Episode, episode_id)
+    if ep is None:
+        raise LookupError(f"episode {episode_id} does not exist")
+    trial = s.get(Trial, ep.trial_id)
+    assert trial is not None
+    ours = trial.status == "leased" and trial.lease_holder == holder
+    ep.status = "recorded"
+    ep.ended_at = now
+    ep.step_count = step_count
+    ep.late_steps = late_steps
+    ep.terminated_by = terminated_by
+    ep.media = media
+    ep.counted = ours
+    if ours:
+        trial.status = "done"
+        trial.lease_holder = None
+        trial.lease_expires_at = None
+    else:
+        log_event(s, "episode_not_counted", episode_id=episode_id, reason="lease lost")
+    if sim_success is not None:
+        s.add(
+            Label(
+                episode_id=episode_id,
+                source="sim",
+                evaluator="sim",
+                success=sim_success,
+                progress=1.0 if sim_success else None,
+            )
+        )
+    s.flush()
+    return ours
+
+
+def abort_episode(
+    s: Session,
+    episode_id: int,
+    *,
+    holder: str,
+    reason: str,
+    requeue: bool = True,
+    now: datetime | None = None,
+) -> None:
+    """Close an episode as aborted (kept for the audit) and put its trial back in the queue."""
+    now = now or utcnow()
+    ep = s.get(Episode, episode_id)
+    if ep is None:
+        raise LookupError(f"episode {episode_id} does not exist")
+    if ep.status == "running":
+        ep.status = "aborted"
+        ep.abort_reason = reason
+        ep.ended_at = now
+    if requeue:
+        s.execute(
+            update(Trial)
+            .where(
+                and_(Trial.id == ep.trial_id, Trial.status == "leased", Trial.lease_holder == holder)
+            )
+            .values(status="pending", lease_holder=None, lease_expires_at=None)
+        )
+    log_event(s, "episode_aborted", robot_id=ep.robot_id, episode_id=episode_id, reason=reason)
+
+
+def finish_campaigns_if_done(s: Session) -> list[int]:
+    """Mark active campaigns with no pending or leased trial as done."""
+    done: list[int] = []
+    for c in s.scalars(select(Campaign).where(Campaign.status.in_(ACTIVE_CAMPAIGN))):
+        open_trial = s.scalar(
+            select(Trial.id)
+            .where(Trial.campaign_id == c.id, Trial.status.in_(("pending", "leased")))
+            .limit(1)
+        )
+        if open_trial is None:
+            c.status = "done"
+            log_event(s, "campaign_done", campaign_id=c.id)
+            done.append(c.id)
+    return done

@@ -1,0 +1,197 @@
+"""Robot-side safety as pure functions over frozen state (no zmq, no clocks, no I/O).
+
+The BridgeServer owns one of each state value and replaces it on every event; the caller
+passes the time in (monotonic or wall nanoseconds, as each function says), so every rule
+here is unit-tested without sockets or sleeps.
+
+- clip_action: per-step limits, then the workspace box given the current end-effector
+  position; NaN/inf are refused (NonFiniteAction), never clipped into range.
+- watchdog: armed during an episode, fires once after watchdog_ms without a valid command.
+- e-stop latch: only an explicit re-arm releases it.
+- command checks: seq must strictly increase; commands older than max_command_age_ms
+  (or dated that far in the future) are dropped instead of executed late.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from robots.types import CONTINUOUS_DIMS, Action, ActionSpace, Workspace
+
+N_CONT = len(CONTINUOUS_DIMS)  # dx dy dz droll dpitch dyaw gripper
+
+
+class NonFiniteAction(ValueError):
+    """An action value is NaN or infinite: the command is refused, never executed."""
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    action: Action  # what will actually be applied
+    clipped: tuple[bool, ...]  # one flag per continuous dimension (CONTINUOUS_DIMS order)
+
+    @property
+    def any_clipped(self) -> bool:
+        return any(self.clipped)
+
+
+def is_finite_values(values: tuple[float, ...] | list[float]) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else hi if v > hi else v
+
+
+def clip_action(
+    action: Action,
+    space: ActionSpace,
+    workspace: Workspace,
+    ee_xyz: tuple[float, float, float] | None = None,
+) -> ClipResult:
+    """Clip one action to the per-step limits and, given the end effector's position, keep
+    the commanded target inside the workspace box.
+
+    If the end effector is already outside the box on an axis, motion further out is
+    stopped but motion back in is allowed (never a forced jump). Raises NonFiniteAction.
+    """
+    values = action.continuous()
+    if not is_finite_values(values):
+        raise NonFiniteAction(f"action has NaN/inf values: {values}")
+    lo = list(space.low)
+    hi = list(space.high)
+    if ee_xyz is not None:
+        if not is_finite_values(tuple(ee_xyz)):
+            raise NonFiniteAction(f"end-effector position is not finite: {ee_xyz}")
+        for i in range(3):
+            ws_lo = workspace.low[i] - ee_xyz[i]
+            ws_hi = workspace.high[i] - ee_xyz[i]
+            ws_lo = min(ws_lo, 0.0)  # outside below: may stay or move in
+            ws_hi = max(ws_hi, 0.0)  # outside above: may stay or move in
+            new_lo, new_hi = max(lo[i], ws_lo), min(hi[i], ws_hi)
+            if new_lo <= new_hi:
+                lo[i], hi[i] = new_lo, new_hi
+    out = tuple(_clamp(v, lo[i], hi[i]) for i, v in enumerate(values))
+    flags = tuple(o != v for o, v in zip(out, values, strict=True))
+    return ClipResult(Action.from_continuous(out, terminate=action.terminate), flags)
+
+
+# --- watchdog -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchdogState:
+    """Times are monotonic ns. `holding` means the arm is held (by the watchdog or a hold
+    command) until the next valid command."""
+
+    armed: bool = False
+    last_valid_ns: int = 0
+    holding: bool = False
+    fires: int = 0
+    last_fire_ns: int = 0
+    last_fire_delay_ns: int = 0  # fire time - last valid command time, for reporting
+
+
+def watchdog_arm(state: WatchdogState, now_ns: int) -> WatchdogState:
+    """Episode starts: the clock starts now."""
+    return replace(state, armed=True, last_valid_ns=now_ns, holding=False)
+
+
+def watchdog_disarm(state: WatchdogState) -> WatchdogState:
+    return replace(state, armed=False)
+
+
+def watchdog_feed(state: WatchdogState, now_ns: int) -> WatchdogState:
+    """A valid command was executed: restart the countdown, the arm moves again."""
+    return replace(state, last_valid_ns=now_ns, holding=False)
+
+
+def watchdog_mark_held(state: WatchdogState, now_ns: int) -> WatchdogState:
+    """An explicit hold (or e-stop) holds the arm: counts as a valid command, no fire."""
+    return replace(state, last_valid_ns=now_ns, holding=True)
+
+
+def watchdog_deadline(state: WatchdogState, watchdog_ns: int) -> int | None:
+    """Monotonic ns at which the watchdog would fire, or None when it cannot fire."""
+    if not state.armed or state.holding:
+        return None
+    return state.last_valid_ns + watchdog_ns
+
+
+def watchdog_tick(state: WatchdogState, now_ns: int, watchdog_ns: int) -> tuple[WatchdogState, bool]:
+    """Returns (new state, fire). `fire` is True exactly once per silence: the caller must
+    hold the arm."""
+    deadline = watchdog_deadline(state, watchdog_ns)
+    if deadline is None or now_ns < deadline:
+        return state, False
+    fired = replace(
+        state,
+        holding=True,
+        fires=state.fires + 1,
+        last_fire_ns=now_ns,
+        last_fire_delay_ns=now_ns - state.last_valid_ns,
+    )
+    return fired, True
+
+
+# --- e-stop latch -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstopState:
+    latched: bool = False
+    reason: str = ""
+    since_ns: int = 0
+    count: int = 0
+    rearms: int = 0
+
+
+def estop_trigger(state: EstopState, reason: str, now_ns: int) -> EstopState:
+    """Latch (again). A second e-stop while latched keeps the first time, updates the reason."""
+    since = state.since_ns if state.latched else now_ns
+    return replace(state, latched=True, reason=reason, since_ns=since, count=state.count + 1)
+
+
+def estop_rearm(state: EstopState) -> EstopState:
+    """The only way out of a latched e-stop."""
+    if not state.latched:
+        return state
+    return replace(state, latched=False, reason="", since_ns=0, rearms=state.rearms + 1)
+
+
+# --- sequence and age ---------------------------------------------------------------------
+
+
+class CommandVerdict(StrEnum):
+    OK = "ok"
+    SEQ_NOT_INCREASING = "seq_not_increasing"
+    TOO_OLD = "too_old"
+    FROM_FUTURE = "from_future"
+
+
+@dataclass(frozen=True)
+class SeqState:
+    last_seq: int = -1  # per episode; reset at episode start
+
+
+def check_command(
+    state: SeqState, seq: int, sent_wall_ns: int, now_wall_ns: int, max_age_ns: int
+) -> CommandVerdict:
+    """Judge a command before executing it. max_age_ns <= 0 disables the age check.
+
+    sent_wall_ns is in the server's wall clock (the client corrects for its offset)."""
+    if seq <= state.last_seq:
+        return CommandVerdict.SEQ_NOT_INCREASING
+    if max_age_ns > 0:
+        age = now_wall_ns - sent_wall_ns
+        if age > max_age_ns:
+            return CommandVerdict.TOO_OLD
+        if age < -max_age_ns:
+            return CommandVerdict.FROM_FUTURE
+    return CommandVerdict.OK
+
+
+def accept_seq(state: SeqState, seq: int) -> SeqState:
+    return replace(state, last_seq=seq)
