@@ -24,5 +24,5 @@ def open_store(*, check_schema: bool = True) -> Store:
         fail(str(e))
     except StoreError as e:
         fail(str(e))
-    except Exception as e:  # connection refused, bad URL, ...
+    except Exception as e:  # noqa: BLE001 - connection refused, bad URL, ...
         fail(f"cannot open the store: {e.__class__.__name__}: {e}".splitlines()[0])

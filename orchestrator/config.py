@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
 def normalize_url(url: str) -> str:
     """Accept plain postgresql:// URLs and route them to psycopg 3."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 

@@ -19,10 +19,11 @@ from protocols.schema import RULE_ERROR_TYPE, Protocol, Task
 from robots.types import SceneSpec
 
 __all__ = [
+    "SHIPPED_PROTOCOLS_DIR",
     "LoadedProtocol",
     "ProtocolError",
     "ProtocolProblem",
-    "SHIPPED_PROTOCOLS_DIR",
+    "iter_problems",
     "load_protocol",
     "parse_protocol",
     "protocol_checksum",
@@ -224,7 +225,10 @@ def _without_knock_on_errors(errors: list[Any]) -> list[Any]:
         return any(tuple(e["loc"])[: len(loc)] == loc and len(e["loc"]) > len(loc)
                    for e in errors)
 
-    kept = [e for e in errors if not (e["type"] == "too_short" and has_item_errors(tuple(e["loc"])))]
+    kept = [
+        e for e in errors
+        if not (e["type"] == "too_short" and has_item_errors(tuple(e["loc"])))
+    ]
     return kept or errors
 
 
@@ -281,8 +285,7 @@ def _friendly_message(err: dict) -> str:
         return (f"{value!r} is not a valid key: use lowercase letters, digits, '_' and '-', "
                 "starting with a letter or digit")
     message = str(err["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+    message = message.removeprefix("Value error, ")
     return message[:1].lower() + message[1:] if kind != RULE_ERROR_TYPE else message
 
 

@@ -96,9 +96,11 @@ class PlanSummary:
     def lines(self) -> list[str]:
         """Plain-text lines for printing."""
         out = [
-            f"seed {self.seed}: {self.total_trials} trials = {self.tasks} tasks x "
-            f"{self.trials_per_task} trials x {len(self.blind_codes)} policies "
-            f"({self.blocks} blocks)",
+            (
+                f"seed {self.seed}: {self.total_trials} trials = {self.tasks} tasks x "
+                f"{self.trials_per_task} trials x {len(self.blind_codes)} policies "
+                f"({self.blocks} blocks)"
+            ),
         ]
         for policy, code in self.blind_codes.items():
             out.append(f"  {code}  {policy}: {self.trials_per_policy.get(policy, 0)} trials")

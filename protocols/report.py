@@ -210,7 +210,7 @@ def render_table(report: Report) -> Table:
         if len(report.policies) >= 2:
             values.append(_comparison_text(row.comparison))
         table.add_row(*values, style="bold" if row.aggregate else None,
-                      end_section=row.aggregate)
+                      end_section=row.aggregate or row.key == "seen")
     if len(report.policies) >= 2:
         table.caption = f"{TEST_NAMES[report.test]}; Wilson 95% intervals; pooled aggregates"
     return table
@@ -232,8 +232,9 @@ def render_markdown(report: Report) -> str:
             values.append(_comparison_text(row.comparison))
         lines.append("| " + " | ".join(values) + " |")
     if len(report.policies) >= 2:
-        lines += ["", f"Comparison: {TEST_NAMES[report.test]}, uncorrected. "
-                  "Intervals: Wilson 95%. Aggregate rows pool their categories' trials."]
+        note = (f"Comparison: {TEST_NAMES[report.test]}, uncorrected. "
+                "Intervals: Wilson 95%. Aggregate rows pool their categories' trials.")
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -14,14 +14,23 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from robots.sim.catalog import BACKGROUNDS, ENVIRONMENTS, OBJECTS
 from robots.types import Skill
 
 __all__ = [
+    "CATEGORIES_BY_SPLIT",
+    "GRADED_CATEGORIES",
+    "RULE_ERROR_TYPE",
     "Category",
     "Difficulty",
     "Protocol",
@@ -31,9 +40,6 @@ __all__ = [
     "SuccessCriterion",
     "SuccessSpec",
     "Task",
-    "RULE_ERROR_TYPE",
-    "CATEGORIES_BY_SPLIT",
-    "GRADED_CATEGORIES",
 ]
 
 #: Error type of cross-field rule violations; ctx["field"] holds the dotted field path.
@@ -64,7 +70,7 @@ class Difficulty(StrEnum):
 
 
 class SuccessCriterion(StrEnum):
-    SIM_PREDICATE = "sim_predicate"  # the simulator's success predicate decides (humans may override)
+    SIM_PREDICATE = "sim_predicate"  # the simulator's predicate decides (humans may override)
     HUMAN = "human"  # only a human evaluator's label decides
 
 
@@ -292,12 +298,14 @@ class Task(_Model):
         background_seen = BACKGROUNDS[scene.background]["seen"]
         environment_seen = ENVIRONMENTS[scene.environment]["seen"]
         label = f"category {category.value!r}"
-        if category in (Category.SEEN, Category.UNSEEN_BACKGROUNDS, Category.UNSEEN_ENVIRONMENTS):
-            if unseen_objects:
-                raise rule_error(
-                    "scene.objects", f"{label} needs seen objects only, but "
-                    f"{_choices(unseen_objects)} is unseen (use category 'unseen_objects')"
-                )
+        needs_seen_objects = category in (
+            Category.SEEN, Category.UNSEEN_BACKGROUNDS, Category.UNSEEN_ENVIRONMENTS
+        )
+        if needs_seen_objects and unseen_objects:
+            raise rule_error(
+                "scene.objects", f"{label} needs seen objects only, but "
+                f"{_choices(unseen_objects)} is unseen (use category 'unseen_objects')"
+            )
         if category == Category.UNSEEN_OBJECTS and not any(
             not OBJECTS[n].seen for n in scene.objects
         ):

@@ -16,12 +16,12 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 __all__ = [
+    "TEST_NAMES",
     "Comparison",
     "LabelVote",
     "MeanInterval",
     "Outcome",
     "SuccessRate",
-    "TEST_NAMES",
     "bootstrap_mean_ci",
     "cohen_kappa",
     "compare_rates",
@@ -93,7 +93,7 @@ def format_cell(rate: SuccessRate) -> str:
 
 
 def _percent(x: float) -> int:
-    return int(math.floor(x * 100.0 + 0.5))  # round half up, not to even
+    return math.floor(x * 100.0 + 0.5)  # round half up, not to even
 
 
 # --- comparing two policies ----------------------------------------------------------------

@@ -46,6 +46,16 @@ class BridgeConfigError(RuntimeError):
     """The bridge cannot start as configured (keys, endpoints, driver). It never runs open."""
 
 
+def _peek_id(body: list[zmq.Frame]) -> int | None:
+    """The request id of a refused request, if its header is readable (so the client can match
+    the error reply)."""
+    try:
+        rid = P.unpack_header(body[0].buffer).get("id")
+    except (P.ProtocolError, IndexError):
+        return None
+    return rid if type(rid) is int and 0 <= rid <= P.MAX_ID else None
+
+
 class Refusal(Exception):
     def __init__(self, code: P.ErrorCode, message: str, counter: str | None = None):
         super().__init__(message)
@@ -274,8 +284,8 @@ class BridgeServer:
         except (P.ProtocolError, Refusal) as e:
             code = e.code
             counter = "malformed" if code in P.MALFORMED_CODES else getattr(e, "counter", None)
-            if isinstance(e, P.ProtocolError):
-                rid = e.request_id if rid is None else rid
+            if rid is None:
+                rid = e.request_id if isinstance(e, P.ProtocolError) else _peek_id(body)
             if counter:
                 self.counters[counter] += 1
             self.counters["refused_total"] += 1

@@ -20,6 +20,16 @@ bridge_app = typer.Typer(help="Run the robot-side bridge for one arm.", no_args_
 keys_app = typer.Typer(help="CurveZMQ key pairs for bridges and orchestrators.", no_args_is_help=True)
 
 
+@bridge_app.callback()
+def _bridge_group() -> None:
+    """Run the robot-side bridge for one arm (keeps `bridge serve` a sub-command)."""
+
+
+@keys_app.callback()
+def _keys_group() -> None:
+    """CurveZMQ key pairs for bridges and orchestrators (keeps `keys generate` a sub-command)."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'256x256' -> (height, width); 'WxH' is read as width x height like '640x480'."""
     try:
@@ -31,27 +41,40 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def make_driver(name: str, image_size: tuple[int, int] | None = None, replay: Path | None = None):
-    """'sim' | 'replay' | 'package.module:Factory'. Options the factory accepts are passed."""
+def make_driver(name: str, image_size: tuple[int, int] | None = None, replay: Path | None = None,
+                replay_loop: bool = False):
+    """'sim' | 'replay' | 'package.module:Factory' (image_size passed if the factory takes it).
+    Drivers are imported lazily: the sim's renderer is not loaded for a real arm."""
     if name == "sim":
-        target = "robots.drivers.sim:SimDriver"
-    elif name == "replay":
-        target = "robots.drivers.replay:ReplayDriver"
-    elif ":" in name:
-        target = name
-    else:
+        from dataclasses import replace
+
+        from robots.drivers.sim import SimDriver, SimOptions
+
+        opts = SimOptions()
+        if image_size is not None:
+            h, w = image_size
+            opts = replace(opts, cameras=tuple(replace(c, height=h, width=w) for c in opts.cameras))
+        return SimDriver(opts)
+    if name == "replay":
+        if replay is None:
+            raise typer.BadParameter("--driver replay needs --replay DIR (a recorded episode)")
+        from robots.drivers.replay import ReplayDriver
+
+        return ReplayDriver(replay, loop=replay_loop)
+    if ":" not in name:
         raise typer.BadParameter(f"driver {name!r}: use sim, replay or module:Factory")
-    mod_name, _, attr = target.partition(":")
+    mod_name, _, attr = name.partition(":")
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
-        raise typer.BadParameter(f"driver {target!r} cannot be imported: {e}") from e
-    offered = {"image_size": image_size, "path": replay}
-    try:
-        params = inspect.signature(factory).parameters
-        kwargs = {k: v for k, v in offered.items() if v is not None and k in params}
-    except (TypeError, ValueError):
-        kwargs = {}
+        raise typer.BadParameter(f"driver {name!r} cannot be imported: {e}") from e
+    kwargs = {}
+    if image_size is not None:
+        try:
+            if "image_size" in inspect.signature(factory).parameters:
+                kwargs["image_size"] = image_size
+        except (TypeError, ValueError):
+            pass
     return factory(**kwargs)
 
 
@@ -64,7 +87,8 @@ def serve(
     max_command_age_ms: float = typer.Option(250.0, help="drop commands older than this (0: off)"),
     stream_fps: float = typer.Option(10.0, help="live stream frames per second per camera"),
     image_size: Optional[str] = typer.Option(None, help="camera size WIDTHxHEIGHT, e.g. 256x256"),
-    replay: Optional[Path] = typer.Option(None, help="recorded episode for --driver replay"),
+    replay: Optional[Path] = typer.Option(None, help="recorded episode dir for --driver replay"),
+    replay_loop: bool = typer.Option(False, help="replay: start over after the last step"),
     keys_dir: Optional[Path] = typer.Option(None, help="dir with bridge.key_secret and allow/ (CURVE)"),
     server_secret: Optional[Path] = typer.Option(None, help="bridge secret key file (CURVE)"),
     allow_dir: Optional[Path] = typer.Option(None, help="dir of allowed client public .key files"),
@@ -84,7 +108,7 @@ def serve(
     cfg = BridgeConfig(bind=bind, pub_bind=pub_bind, watchdog_ms=watchdog_ms,
                        max_command_age_ms=max_command_age_ms, stream_fps=stream_fps, curve=curve,
                        ready_file=ready_file)
-    drv = make_driver(driver, parse_size(image_size) if image_size else None, replay)
+    drv = make_driver(driver, parse_size(image_size) if image_size else None, replay, replay_loop)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

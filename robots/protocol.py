@@ -232,7 +232,7 @@ def _base(h: dict, kinds: dict[str, Any] | None) -> tuple[int, str, int | None]:
         raise ProtocolError("field 'type' must be a string", request_id=rid)
     if kinds is not None and typ not in kinds:
         raise ProtocolError(f"unknown message type {typ[:64]!r}", ErrorCode.UNKNOWN_TYPE, rid)
-    if rid is None:
+    if rid is None and kinds is not None:  # requests need an id; error replies may lack one
         raise ProtocolError("field 'id' must be a non-negative 63-bit int")
     return ver, typ, rid
 

@@ -88,6 +88,7 @@ class SimDriver(RobotDriver):
         self._renderer: Renderer | None = None
         self._frames: tuple[int, dict[str, np.ndarray]] | None = None
         self._connected = False
+        self._holding = False
 
     # ------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -110,6 +111,7 @@ class SimDriver(RobotDriver):
         renderer = Renderer(scene, world, self.options.cameras)
         with self._lock:
             self._scene, self._state, self._renderer, self._frames = scene, world, renderer, None
+            self._holding = False
         return ResetResult(ready=True)
 
     # ------------------------------------------------------------ control
@@ -122,11 +124,14 @@ class SimDriver(RobotDriver):
         with self._lock:
             _, state, _ = self._require()
             self._state = step(state, action, 1.0 / self.options.control_hz)
+            self._holding = False
 
     def hold(self) -> None:
-        """Protective stop: the sim arm simply stays where it is (no motion, gripper kept)."""
-        with self._lock:
-            self._require()
+        """Protective stop: the sim arm simply stays where it is (no motion, gripper kept).
+
+        Safe to call at any time, also before the first reset (the bridge's e-stop may).
+        Observations report `info["holding"]` until the next apply()."""
+        self._holding = True
 
     def observe(self) -> DriverObservation:
         with self._lock:
@@ -136,7 +141,7 @@ class SimDriver(RobotDriver):
             frames = self._frames[1]
             ok = predicates.success(state, scene)
         return DriverObservation(frames=dict(frames), proprio=(*state.ee, state.gripper), sim_success=ok,
-                                 info={"sim_step": state.steps, "sim_time": state.t})
+                                 info={"sim_step": state.steps, "sim_time": state.t, "holding": self._holding})
 
     # ------------------------------------------------------------ privileged
     @property

@@ -6,7 +6,8 @@ reports it as `sim_success`. Each predicate is False in the state `make_world` l
 - pick: the target is held and its bottom is > 5 cm above where it started.
 - move_near: the target rests (released, not in the drawer) with its centre within
   max(8 cm, r_target + r_destination + 3 cm) of the destination's centre, horizontally
-  (so two wide objects count as near when they nearly touch).
+  (so two wide objects count as near when they nearly touch); a "drawer" destination
+  means the middle of the drawer's front.
 - knock_over: the (initially standing) target lies down.
 - place_upright: the target started lying down, now stands and is released.
 - open_drawer: drawer opening > 0.7.
@@ -42,11 +43,18 @@ def pick(state: WorldState, scene: SceneSpec) -> bool:
 def move_near(state: WorldState, scene: SceneSpec) -> bool:
     if not scene.destination or state.grasped == scene.target:
         return False
-    t, d = state.obj(scene.target), state.obj(scene.destination)
+    t = state.obj(scene.target)
     if t.in_drawer:
         return False
-    near = max(NEAR_M, t.kind.size + d.kind.size + NEAR_GAP_M)
-    return math.hypot(t.pos[0] - d.pos[0], t.pos[1] - d.pos[1]) <= near
+    if scene.destination == "drawer":  # near the drawer: near the middle of its front
+        if state.drawer is None:
+            return False
+        dx, dy, _ = state.drawer.world(state.drawer.front, 0.0)
+        near = max(NEAR_M, t.kind.size + NEAR_GAP_M)
+    else:
+        d = state.obj(scene.destination)
+        dx, dy, near = d.pos[0], d.pos[1], max(NEAR_M, t.kind.size + d.kind.size + NEAR_GAP_M)
+    return math.hypot(t.pos[0] - dx, t.pos[1] - dy) <= near
 
 
 def knock_over(state: WorldState, scene: SceneSpec) -> bool:

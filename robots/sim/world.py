@@ -149,17 +149,15 @@ class WorldState:
     t: float = 0.0
     steps: int = 0
 
-    def obj(self, name: str) -> ObjectState:
-        for o in self.objects:
+    def obj(self, name: str, initial: bool = False) -> ObjectState:
+        """An object by name, now (or as the episode started)."""
+        for o in self.initial if initial else self.objects:
             if o.name == name:
                 return o
         raise KeyError(f"no object {name!r} in this scene")
 
     def initial_obj(self, name: str) -> ObjectState:
-        for o in self.initial:
-            if o.name == name:
-                return o
-        raise KeyError(f"no object {name!r} in this scene")
+        return self.obj(name, initial=True)
 
 
 # ---------------------------------------------------------------- scene setup
@@ -195,8 +193,9 @@ def _validate(scene: SceneSpec) -> Skill:
     if skill in (Skill.PICK, Skill.MOVE_NEAR, Skill.PLACE_UPRIGHT, Skill.PLACE_INTO_DRAWER, Skill.PICK_FROM_DRAWER):
         if not OBJECTS[scene.target].graspable:
             raise ValueError(f"{skill.value} needs a graspable target, {scene.target!r} is not")
-    if skill == Skill.PLACE_UPRIGHT and not OBJECTS[scene.target].uprightable:
-        raise ValueError(f"place_upright needs a target that can lie down, {scene.target!r} cannot")
+    if skill in (Skill.PLACE_UPRIGHT, Skill.KNOCK_OVER) and not OBJECTS[scene.target].uprightable:
+        raise ValueError(f"{skill.value} needs a tall target that can stand and lie down (catalog "
+                         f"uprightable), {scene.target!r} cannot")
     if skill == Skill.MOVE_NEAR and not scene.destination:
         raise ValueError("move_near needs a destination")
     return skill
@@ -268,8 +267,7 @@ def _make_clutter(scene: SceneSpec, drawer: DrawerState | None) -> tuple[Clutter
                 continue
             if all(math.hypot(x - c.pos[0], y - c.pos[1]) > 0.09 for c in items):
                 break
-        shape = ("box", "can", "ball")[int(rng.integers(0, 3))]
-        size = float(rng.uniform(0.02, 0.04))
+        shape, size = ("box", "can", "ball")[int(rng.integers(0, 3))], float(rng.uniform(0.02, 0.04))
         height = {"box": float(rng.uniform(0.03, 0.12)), "can": float(rng.uniform(0.08, 0.16)), "ball": 2 * size}[shape]
         color = tuple(int(c) for c in rng.integers(40, 220, size=3))
         items.append(Clutter(f"clutter_{i}", shape, (x, y, height / 2), float(rng.uniform(-math.pi, math.pi)),
@@ -280,11 +278,11 @@ def _make_clutter(scene: SceneSpec, drawer: DrawerState | None) -> tuple[Clutter
 # ---------------------------------------------------------------- dynamics
 
 
-def _support(state: WorldState, x: float, y: float, margin: float) -> tuple[float, bool]:
+def _support(state: WorldState, x: float, y: float) -> tuple[float, bool]:
     """(surface height, in the drawer's tray) below a point."""
     d = state.drawer
     if d is not None:
-        if d.over_tray(x, y, margin=min(margin, 0.02)):
+        if d.over_tray(x, y):
             return TRAY_FLOOR, True
         if d.over_cabinet(x, y):
             return CAB_HEIGHT, False
@@ -353,7 +351,7 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
     if grasped is not None:
         o = objects[grasped]
         k = o.kind
-        surface, _ = _support(replace(state, drawer=drawer), x, y, 0.0)
+        surface, _ = _support(replace(state, drawer=drawer), x, y)
         if not o.upright and o.tall and z - (k.height - k.size) >= surface + 0.005:
             o, grasp_dz = replace(o, upright=True), -(k.height / 2 - k.size)
         cz = max(z + grasp_dz, surface + o.extent / 2)
@@ -409,13 +407,13 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
         if grasped is not None:
             o = objects[grasped]
             tmp = replace(state, drawer=drawer)
-            surface, in_tray = _support(tmp, o.pos[0], o.pos[1], o.kind.size)
+            surface, in_tray = _support(tmp, o.pos[0], o.pos[1])
             drop = o.bottom - surface
             if o.tall and o.upright and drop > GENTLE_DROP:
                 o = replace(o, upright=False)
                 o = replace(o, pos=(o.pos[0] + math.cos(o.yaw) * o.kind.height / 2 * 0.5,
                                     o.pos[1] + math.sin(o.yaw) * o.kind.height / 2 * 0.5, o.pos[2]))
-                surface, in_tray = _support(tmp, o.pos[0], o.pos[1], o.kind.size)
+                surface, in_tray = _support(tmp, o.pos[0], o.pos[1])
             objects[grasped] = replace(o, pos=(o.pos[0], o.pos[1], surface + o.extent / 2), in_drawer=in_tray)
             grasped, grasp_dz = None, 0.0
 

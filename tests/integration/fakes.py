@@ -7,7 +7,14 @@ what it recorded (applied actions, hold times on CLOCK_MONOTONIC) to tests in ot
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -77,3 +84,109 @@ class FailingDriver(FixedFrameDriver):
         if action.dx > 0.04:
             raise RuntimeError("simulated SDK fault")
         super().apply(action)
+
+
+class TwoCameraDriver(FixedFrameDriver):
+    def __init__(self, image_size: tuple[int, int] = (64, 64)):
+        super().__init__(image_size, cameras=("front", "wrist"))
+
+
+# --- a bridge in its own process (always killed by the context manager) ---------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class BridgeProcess:
+    """`with BridgeProcess(tmp_path, watchdog_ms=300) as b: BridgeClient(b.endpoint, ...)`.
+
+    Runs `python -m robots.cli bridge serve` (the real CLI) and waits for its ready file."""
+
+    def __init__(self, tmp_path: Path, *, driver: str = "tests.integration.fakes:FixedFrameDriver",
+                 image_size: str = "64x64", bind: str = "tcp://127.0.0.1:*", pub: bool = False,
+                 watchdog_ms: float = 300, max_command_age_ms: float = 1000, stream_fps: float = 30,
+                 extra: list[str] | tuple[str, ...] = (), start_timeout_s: float = 30.0):
+        self.dir = Path(tempfile.mkdtemp(prefix="bridge-", dir=tmp_path))
+        self.ready_file = self.dir / "ready.json"
+        self.log_file = self.dir / "bridge.log"
+        self.args = [sys.executable, "-m", "robots.cli", "bridge", "serve", "--driver", driver,
+                     "--image-size", image_size, "--bind", bind, "--watchdog-ms", str(watchdog_ms),
+                     "--max-command-age-ms", str(max_command_age_ms), "--stream-fps", str(stream_fps),
+                     "--ready-file", str(self.ready_file), "--log-level", "WARNING", *extra]
+        if pub:
+            self.args += ["--pub-bind", "tcp://127.0.0.1:*"]
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+
+    def start(self) -> BridgeProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self._log = open(self.log_file, "wb")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.ready_file.exists():
+                self.info = json.loads(self.ready_file.read_text())
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}: {self.log()}")
+            time.sleep(0.02)  # polling a condition with a deadline
+        self.stop()
+        raise RuntimeError(f"bridge not ready within {self.start_timeout_s} s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+    @property
+    def endpoint(self) -> str:
+        return self.info["endpoint"]
+
+    @property
+    def pub_endpoint(self) -> str | None:
+        return self.info.get("pub_endpoint")
+
+    @property
+    def session_id(self) -> str:
+        return self.info["session_id"]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(cond, timeout_s: float, what: str, interval_s: float = 0.005):
+    """Poll `cond()` until truthy (returned) or raise AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)

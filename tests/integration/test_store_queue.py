@@ -69,9 +69,8 @@ def test_trial_counts_once_and_expired_lease_requeues(store: Store) -> None:
     with store.write() as s:
         (b,) = queue.lease_trials(s, [leased.trial_id], holder="orch-B", lease_s=60)
     assert _run_episode(store, b.trial_id, "orch-B") is True
-    with store.write() as s:
-        with pytest.raises(queue.LeaseLostError):
-            queue.start_episode(s, leased.trial_id, holder="orch-A", robot_id=None)
+    with store.write() as s, pytest.raises(queue.LeaseLostError):
+        queue.start_episode(s, leased.trial_id, holder="orch-A", robot_id=None)
     with store.read() as s:
         counted = s.scalar(
             select(func.count()).select_from(Episode).where(
@@ -86,9 +85,8 @@ def test_unique_index_forbids_two_counted_episodes(store: Store) -> None:
     make_campaign(store)
     leased = _lease_one(store, "x")
     assert _run_episode(store, leased.trial_id, "x")
-    with pytest.raises(IntegrityError):
-        with store.write() as s:
-            s.add(Episode(trial_id=leased.trial_id, status="recorded", counted=True))
+    with pytest.raises(IntegrityError), store.write() as s:
+        s.add(Episode(trial_id=leased.trial_id, status="recorded", counted=True))
 
 
 def test_aborted_attempt_is_kept_and_trial_requeued(store: Store) -> None:

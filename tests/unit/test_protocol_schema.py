@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from protocols.loader import (
     SHIPPED_PROTOCOLS_DIR,
@@ -159,7 +160,7 @@ def test_scene_for_builds_the_arms_scene_spec() -> None:
 
 def test_models_are_frozen() -> None:
     protocol = parse_protocol(MINIMAL, "inline.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         protocol.tasks[0].key = "other"  # type: ignore[misc]
 
 

@@ -1,0 +1,183 @@
+"""Episode media: one H.264 MP4 per episode and camera, written durably.
+
+Frames are appended as they arrive; `finish()` closes the container, fsyncs, renames the
+temporary file into place and returns its sha256. An episode becomes "recorded" in the store
+only after every camera's file has been finished, so a crash never leaves a row pointing at
+a half-written video (a leftover *.partial file is garbage, swept by `sweep_partials`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    camera: str
+    uri: str  # path relative to the media dir
+    sha256: str
+    bytes: int
+    frames: int
+    fps: float
+
+    def to_dict(self) -> dict:
+        return {
+            "camera": self.camera,
+            "uri": self.uri,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "frames": self.frames,
+            "fps": self.fps,
+        }
+
+
+class VideoWriter:
+    """Streams RGB frames into an H.264 MP4 (browser-playable: yuv420p, faststart)."""
+
+    def __init__(self, media_dir: Path, relpath: str, camera: str, fps: float) -> None:
+        self.media_dir = media_dir
+        self.relpath = relpath
+        self.camera = camera
+        self.fps = fps
+        self.final = media_dir / relpath
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+        self.frames = 0
+
+    def _open(self, height: int, width: int) -> None:
+        self._container = av.open(
+            str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        rate = Fraction(self.fps).limit_denominator(1000)
+        stream = self._container.add_stream("libx264", rate=rate)
+        stream.width = width - width % 2
+        stream.height = height - height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
+        self._stream = stream
+
+    def add(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(
+                f"camera {self.camera}: frames must be HxWx3 uint8, got {frame.shape} {frame.dtype}"
+            )
+        if self._container is None:
+            self._open(frame.shape[0], frame.shape[1])
+        assert self._stream is not None and self._container is not None
+        h, w = self._stream.height, self._stream.width
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def finish(self) -> MediaFile:
+        """Flush, fsync, rename into place, checksum. Idempotent only until it succeeds."""
+        if self._container is None:
+            raise ValueError(f"camera {self.camera}: no frames recorded, nothing to finish")
+        assert self._stream is not None
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+        with self.tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.final)
+        _fsync_dir(self.final.parent)
+        return MediaFile(
+            camera=self.camera,
+            uri=self.relpath,
+            sha256=sha256_file(self.final),
+            bytes=self.final.stat().st_size,
+            frames=self.frames,
+            fps=self.fps,
+        )
+
+    def discard(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - discarding a broken encoder; the file goes anyway
+                pass
+            self._container = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class EpisodeRecorder:
+    """All cameras of one episode. A context manager: leaving without finish() discards."""
+
+    def __init__(self, media_dir: Path, campaign: str, episode_id: int, fps: float) -> None:
+        self.media_dir = media_dir
+        self.prefix = f"{_safe(campaign)}/episode-{episode_id:08d}"
+        self.fps = fps
+        self.writers: dict[str, VideoWriter] = {}
+        self._finished = False
+
+    def add(self, frames: dict[str, np.ndarray]) -> None:
+        for camera, frame in frames.items():
+            w = self.writers.get(camera)
+            if w is None:
+                w = self.writers[camera] = VideoWriter(
+                    self.media_dir, f"{self.prefix}-{_safe(camera)}.mp4", camera, self.fps
+                )
+            w.add(frame)
+
+    def finish(self) -> list[MediaFile]:
+        files = [w.finish() for w in self.writers.values() if w.frames]
+        self._finished = True
+        return files
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.discard()
+
+    def __enter__(self) -> EpisodeRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._finished:
+            self.discard()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_media(media_dir: Path, media: dict) -> bool:
+    p = media_dir / media["uri"]
+    return p.is_file() and sha256_file(p) == media["sha256"]
+
+
+def sweep_partials(media_dir: Path) -> int:
+    """Remove leftovers of writers that crashed before finish()."""
+    n = 0
+    for p in media_dir.rglob(f"*{PARTIAL_SUFFIX}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
