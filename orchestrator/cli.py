@@ -195,8 +195,17 @@ def policy_register(
     console.print(f"policy {name} v{version} ({kind}) registered as #{pid}")
 
 
+def _mount_dashboard() -> None:
+    try:
+        from dashboard.cli import dashboard_command
+    except ImportError:
+        return
+    app.command("dashboard")(dashboard_command)
+
+
 _mount_optional()
 _mount_orchestration()
+_mount_dashboard()
 
 
 def main() -> None:  # pragma: no cover

@@ -66,11 +66,18 @@ class PolicyMetadata:
     config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "kind": self.kind,
-                "action_space": {"low": list(self.action_space.low),
-                                 "high": list(self.action_space.high),
-                                 "control_hz": self.action_space.control_hz},
-                "checksum": self.checksum, "config": self.config}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "action_space": {
+                "low": list(self.action_space.low),
+                "high": list(self.action_space.high),
+                "control_hz": self.action_space.control_hz,
+            },
+            "checksum": self.checksum,
+            "config": self.config,
+        }
 
 
 class Policy(ABC):
@@ -91,18 +98,27 @@ class Policy(ABC):
         """Release models/devices (default: nothing)."""
 
 
-def check_inputs(inputs: Sequence[PolicyInput], *, needs_privileged: bool = False,
-                 camera: str | None = None, where: str = "policy") -> None:
+def check_inputs(
+    inputs: Sequence[PolicyInput],
+    *,
+    needs_privileged: bool = False,
+    camera: str | None = None,
+    where: str = "policy",
+) -> None:
     """Shared validation with one clear error per problem."""
     for i, x in enumerate(inputs):
         if not isinstance(x, PolicyInput):
             raise TypeError(f"{where}: inputs[{i}] is {type(x).__name__}, expected PolicyInput")
         if not x.instruction or not x.instruction.strip():
-            raise ValueError(f"{where}: inputs[{i}] (arm {x.arm!r}) has an empty instruction; "
-                             "every step needs the task's instruction text")
+            raise ValueError(
+                f"{where}: inputs[{i}] (arm {x.arm!r}) has an empty instruction; "
+                "every step needs the task's instruction text"
+            )
         if needs_privileged and x.privileged is None:
-            raise ValueError(f"{where}: inputs[{i}] (arm {x.arm!r}) has no privileged state; this "
-                             "policy only runs on simulated arms with privileged_state()")
+            raise ValueError(
+                f"{where}: inputs[{i}] (arm {x.arm!r}) has no privileged state; this "
+                "policy only runs on simulated arms with privileged_state()"
+            )
         if camera is not None:
             check_frame(x, i, camera, where)
 
@@ -112,15 +128,25 @@ def check_frame(x: PolicyInput, i: int, camera: str | None, where: str) -> np.nd
         raise ValueError(f"{where}: inputs[{i}] (arm {x.arm!r}) has no camera frames")
     name = camera if camera else next(iter(x.frames))
     if name not in x.frames:
-        raise ValueError(f"{where}: inputs[{i}] (arm {x.arm!r}) has no camera {name!r}; "
-                         f"cameras: {sorted(x.frames)}. Set the policy's 'camera' option")
+        raise ValueError(
+            f"{where}: inputs[{i}] (arm {x.arm!r}) has no camera {name!r}; "
+            f"cameras: {sorted(x.frames)}. Set the policy's 'camera' option"
+        )
     f = x.frames[name]
-    if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 \
-            or f.shape[0] < 8 or f.shape[1] < 8:
+    if (
+        not isinstance(f, np.ndarray)
+        or f.ndim != 3
+        or f.shape[2] != 3
+        or f.dtype != np.uint8
+        or f.shape[0] < 8
+        or f.shape[1] < 8
+    ):
         shape = getattr(f, "shape", None)
         dtype = getattr(f, "dtype", type(f).__name__)
-        raise ValueError(f"{where}: inputs[{i}] (arm {x.arm!r}) camera {name!r} frame has shape "
-                         f"{shape} dtype {dtype}; expected an HxWx3 uint8 RGB image (H, W >= 8)")
+        raise ValueError(
+            f"{where}: inputs[{i}] (arm {x.arm!r}) camera {name!r} frame has shape "
+            f"{shape} dtype {dtype}; expected an HxWx3 uint8 RGB image (H, W >= 8)"
+        )
     return f
 
 

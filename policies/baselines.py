@@ -10,14 +10,27 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import (Policy, PolicyBatchResult, PolicyInput, PolicyMetadata, PolicyOutput,
-                           check_inputs, sha256_of)
+from policies.base import (
+    Policy,
+    PolicyBatchResult,
+    PolicyInput,
+    PolicyMetadata,
+    PolicyOutput,
+    check_inputs,
+    sha256_of,
+)
 from policies.oracle import OracleOptions, ScriptedOracle
 from policies.vision import VisionHeuristic, VisionOptions
 from robots.types import Action, ActionSpace
 
-__all__ = ["OracleOptions", "RandomOptions", "RandomPolicy", "ScriptedOracle", "VisionHeuristic",
-           "VisionOptions"]
+__all__ = [
+    "OracleOptions",
+    "RandomOptions",
+    "RandomPolicy",
+    "ScriptedOracle",
+    "VisionHeuristic",
+    "VisionOptions",
+]
 VERSION = "1"
 
 
@@ -33,21 +46,33 @@ class RandomPolicy(Policy):
 
     needs_privileged = False
 
-    def __init__(self, options: RandomOptions | dict | None = None, name: str = "random",
-                 action_space: ActionSpace | None = None) -> None:
-        self.options = options if isinstance(options, RandomOptions) else RandomOptions(**(options or {}))
+    def __init__(
+        self,
+        options: RandomOptions | dict | None = None,
+        name: str = "random",
+        action_space: ActionSpace | None = None,
+    ) -> None:
+        self.options = (
+            options if isinstance(options, RandomOptions) else RandomOptions(**(options or {}))
+        )
         self.space = action_space or ActionSpace()
         config = {"kind": "random", "version": VERSION, "options": self.options.model_dump()}
-        self.metadata = PolicyMetadata(name=name, version=VERSION, kind="random",
-                                       action_space=self.space, checksum=sha256_of(config),
-                                       config=config)
+        self.metadata = PolicyMetadata(
+            name=name,
+            version=VERSION,
+            kind="random",
+            action_space=self.space,
+            checksum=sha256_of(config),
+            config=config,
+        )
         self._rngs: dict[str, np.random.Generator] = {}
         self._episodes = 0
 
     def reset(self, arm: str, instruction: str) -> None:
         self._episodes += 1
-        self._rngs[arm] = np.random.default_rng([self.options.seed, zlib.crc32(arm.encode()),
-                                                 self._episodes])
+        self._rngs[arm] = np.random.default_rng(
+            [self.options.seed, zlib.crc32(arm.encode()), self._episodes]
+        )
 
     def act(self, inputs: Sequence[PolicyInput]) -> PolicyBatchResult:
         t0 = time.perf_counter()

@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 GENERIC = {"can", "cup", "marker", "number", "ball", "block", "bottle", "person", "the", "a"}
-_SPLIT = {"move_near": r"\b(?:near|to|next to|towards|beside)\b",
-          "place_into_drawer": r"\b(?:into|in)\b", "pick_from_drawer": r"\b(?:from|out of)\b"}
+_SPLIT = {
+    "move_near": r"\b(?:near|to|next to|towards|beside)\b",
+    "place_into_drawer": r"\b(?:into|in)\b",
+    "pick_from_drawer": r"\b(?:from|out of)\b",
+}
 
 
 @dataclass(frozen=True)

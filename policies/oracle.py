@@ -13,8 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import (Policy, PolicyBatchResult, PolicyInput, PolicyMetadata, PolicyOutput,
-                           check_inputs, sha256_of)
+from policies.base import (
+    Policy,
+    PolicyBatchResult,
+    PolicyInput,
+    PolicyMetadata,
+    PolicyOutput,
+    check_inputs,
+    sha256_of,
+)
 from policies.scripts import Episode, ScriptRunner
 from robots.types import ActionSpace
 
@@ -32,6 +39,7 @@ class OracleOptions(BaseModel):
 def catalog_dims(name: str) -> tuple[float, float, bool]:
     """(footprint radius, height, tall) of a simulator catalogue object (ground truth)."""
     from robots.sim.catalog import OBJECTS
+
     k = OBJECTS[name]
     return k.size, k.height, k.uprightable
 
@@ -39,16 +47,33 @@ def catalog_dims(name: str) -> tuple[float, float, bool]:
 class ScriptedOracle(Policy):
     needs_privileged = True
 
-    def __init__(self, options: OracleOptions | dict | None = None, name: str = "oracle",
-                 action_space: ActionSpace | None = None) -> None:
-        self.options = o = options if isinstance(options, OracleOptions) else OracleOptions(**(options or {}))
+    def __init__(
+        self,
+        options: OracleOptions | dict | None = None,
+        name: str = "oracle",
+        action_space: ActionSpace | None = None,
+    ) -> None:
+        self.options = o = (
+            options if isinstance(options, OracleOptions) else OracleOptions(**(options or {}))
+        )
         self.space = action_space or ActionSpace()
-        self.runner = ScriptRunner(self.space, catalog_dims, tolerance=o.tolerance, noise=o.noise,
-                                   verify=True, max_retries=o.max_retries)
+        self.runner = ScriptRunner(
+            self.space,
+            catalog_dims,
+            tolerance=o.tolerance,
+            noise=o.noise,
+            verify=True,
+            max_retries=o.max_retries,
+        )
         config = {"kind": "oracle", "version": VERSION, "options": o.model_dump()}
-        self.metadata = PolicyMetadata(name=name, version=VERSION, kind="oracle",
-                                       action_space=self.space, checksum=sha256_of(config),
-                                       config=config)
+        self.metadata = PolicyMetadata(
+            name=name,
+            version=VERSION,
+            kind="oracle",
+            action_space=self.space,
+            checksum=sha256_of(config),
+            config=config,
+        )
         self._episodes: dict[str, Episode] = {}
         self._count = 0
 

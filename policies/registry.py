@@ -30,38 +30,50 @@ def _kinds() -> dict[str, tuple[Callable[[], type[BaseModel]], Callable[..., Pol
 
     def oracle_opts():
         from policies.oracle import OracleOptions
+
         return OracleOptions
 
     def oracle(cfg, opts):
         from policies.oracle import ScriptedOracle
+
         return ScriptedOracle(opts, name=cfg.name)
 
     def vision_opts():
         from policies.vision import VisionOptions
+
         return VisionOptions
 
     def vision(cfg, opts):
         from policies.vision import VisionHeuristic
+
         return VisionHeuristic(opts, name=cfg.name)
 
     def random_opts():
         from policies.baselines import RandomOptions
+
         return RandomOptions
 
     def random(cfg, opts):
         from policies.baselines import RandomPolicy
+
         return RandomPolicy(opts, name=cfg.name)
 
     def vla_opts():
         from policies.vla import VLAOptions
+
         return VLAOptions
 
     def vla(cfg, opts):
         from policies.vla import VLAPolicy
+
         return VLAPolicy(cfg.path, opts, name=cfg.name)
 
-    return {"oracle": (oracle_opts, oracle, False), "vision_heuristic": (vision_opts, vision, False),
-            "random": (random_opts, random, False), "vla": (vla_opts, vla, True)}
+    return {
+        "oracle": (oracle_opts, oracle, False),
+        "vision_heuristic": (vision_opts, vision, False),
+        "random": (random_opts, random, False),
+        "vla": (vla_opts, vla, True),
+    }
 
 
 KINDS: tuple[str, ...] = ("oracle", "vision_heuristic", "random", "vla")
@@ -95,8 +107,9 @@ def _one_line(e: ValidationError) -> str:
 
 def parse_policy_config(data: dict, where: str = "policy config") -> PolicyConfig:
     if not isinstance(data, dict):
-        raise PolicyConfigError(f"{where}: expected a mapping with name/kind/path/options, "
-                                f"got {type(data).__name__}")
+        raise PolicyConfigError(
+            f"{where}: expected a mapping with name/kind/path/options, got {type(data).__name__}"
+        )
     try:
         return PolicyConfig(**data)
     except ValidationError as e:
@@ -107,17 +120,23 @@ def validate_options(config: PolicyConfig) -> BaseModel:
     opts_model, _, needs_path = _kinds()[config.kind]
     model = opts_model()
     if needs_path and not config.path:
-        raise PolicyConfigError(f"policy {config.name!r} (kind {config.kind}): 'path' is required "
-                                "(the local checkpoint directory)")
+        raise PolicyConfigError(
+            f"policy {config.name!r} (kind {config.kind}): 'path' is required "
+            "(the local checkpoint directory)"
+        )
     if needs_path and not Path(config.path).is_dir():
-        raise PolicyConfigError(f"policy {config.name!r} (kind {config.kind}): path {config.path} "
-                                "does not exist or is not a directory")
+        raise PolicyConfigError(
+            f"policy {config.name!r} (kind {config.kind}): path {config.path} "
+            "does not exist or is not a directory"
+        )
     try:
         return model(**config.options)
     except ValidationError as e:
         allowed = ", ".join(model.model_fields)
-        raise PolicyConfigError(f"policy {config.name!r} (kind {config.kind}): bad options: "
-                                f"{_one_line(e)} (allowed: {allowed})") from None
+        raise PolicyConfigError(
+            f"policy {config.name!r} (kind {config.kind}): bad options: "
+            f"{_one_line(e)} (allowed: {allowed})"
+        ) from None
 
 
 def build_policy(config: PolicyConfig | dict) -> Policy:

@@ -24,8 +24,16 @@ OPEN, CLOSED = 1.0, 0.0
 STROKE = 0.15  # the drawer's full stroke (m)
 Stage = Callable[[dict], Action | None]
 Dims = Callable[[str], tuple[float, float, bool]]  # name -> (footprint radius, height, tall)
-SKILLS = ("pick", "move_near", "knock_over", "place_upright", "open_drawer", "close_drawer",
-          "place_into_drawer", "pick_from_drawer")
+SKILLS = (
+    "pick",
+    "move_near",
+    "knock_over",
+    "place_upright",
+    "open_drawer",
+    "close_drawer",
+    "place_into_drawer",
+    "pick_from_drawer",
+)
 
 
 class _Retry(Exception):
@@ -47,8 +55,16 @@ class Episode:
 
 
 class ScriptRunner:
-    def __init__(self, space: ActionSpace, dims: Dims, *, tolerance: float = 0.006,
-                 noise: float = 0.0, verify: bool = True, max_retries: int = 4) -> None:
+    def __init__(
+        self,
+        space: ActionSpace,
+        dims: Dims,
+        *,
+        tolerance: float = 0.006,
+        noise: float = 0.0,
+        verify: bool = True,
+        max_retries: int = 4,
+    ) -> None:
         self.space, self.dims, self.verify = space, dims, verify
         self.noise, self.max_retries = noise, max_retries
         self.tol = tolerance + 2.5 * noise  # noisy steps jitter around a goal
@@ -80,8 +96,9 @@ class ScriptRunner:
         return Action(gripper=ep.gripper)
 
     # --- stages -----------------------------------------------------------------------
-    def goto(self, target: Callable[[dict], Sequence[float]], gripper: float,
-             above: bool = True) -> Stage:
+    def goto(
+        self, target: Callable[[dict], Sequence[float]], gripper: float, above: bool = True
+    ) -> Stage:
         def stage(s: dict) -> Action | None:
             t = target(s)
             if reached(s["ee"], t, self.tol):
@@ -89,6 +106,7 @@ class ScriptRunner:
             if above:
                 return approach_from_above(s["ee"], t, self.space, gripper, TRAVEL_Z, self.tol)
             return step_towards(s["ee"], t, self.space, gripper)
+
         return stage
 
     @staticmethod
@@ -97,6 +115,7 @@ class ScriptRunner:
             if (value < 0.5) == (float(s["gripper"]) < 0.5):
                 return None
             return Action(gripper=value)
+
         return stage
 
     def check(self, ok: Callable[[dict], bool]) -> list[Stage]:
@@ -107,6 +126,7 @@ class ScriptRunner:
             if ok(s):
                 return None
             raise _Retry
+
         return [stage]
 
     def up(self, dz: float, gripper: float) -> list[Stage]:
@@ -115,27 +135,38 @@ class ScriptRunner:
         def lift(s: dict) -> Sequence[float]:
             box.setdefault("t", (s["ee"][0], s["ee"][1], min(s["ee"][2] + dz, 0.38)))
             return box["t"]
+
         return [self.goto(lift, gripper, above=False)]
 
     # --- scripts per skill ------------------------------------------------------------
     def script(self, s: dict) -> list[Stage]:
         skill, target, dest = s["skill"], s["target"], s.get("destination")
-        build = {"pick": self._pick_lift, "pick_from_drawer": self._pick_lift,
-                 "move_near": self._move_near, "knock_over": self._knock_over,
-                 "place_upright": self._place_upright, "open_drawer": self._drawer_move,
-                 "close_drawer": self._drawer_move, "place_into_drawer": self._into_drawer}
+        build = {
+            "pick": self._pick_lift,
+            "pick_from_drawer": self._pick_lift,
+            "move_near": self._move_near,
+            "knock_over": self._knock_over,
+            "place_upright": self._place_upright,
+            "open_drawer": self._drawer_move,
+            "close_drawer": self._drawer_move,
+            "place_into_drawer": self._into_drawer,
+        }
         if skill not in build:
             raise ValueError(f"no scripted controller for skill {skill!r}; known: {list(SKILLS)}")
         return build[skill](s, target, dest)
 
     def grasp(self, target: str) -> list[Stage]:
-        pos = lambda s: s["objects"][target]["pos"]  # noqa: E731
-        return [self.grip(OPEN), self.goto(pos, OPEN), self.grip(CLOSED)] + \
-            self.check(lambda s: s["grasped"] == target)
+        pos = lambda s: s["objects"][target]["pos"]
+        return [self.grip(OPEN), self.goto(pos, OPEN), self.grip(CLOSED)] + self.check(
+            lambda s: s["grasped"] == target
+        )
 
     def _pick_lift(self, s: dict, target: str, dest: str | None) -> list[Stage]:
-        return self.grasp(target) + self.up(0.12, CLOSED) + \
-            self.check(lambda s: s["grasped"] == target)
+        return (
+            self.grasp(target)
+            + self.up(0.12, CLOSED)
+            + self.check(lambda s: s["grasped"] == target)
+        )
 
     def _place(self, where: Callable[[dict], Sequence[float]]) -> list[Stage]:
         """Carry the held object over `where` (x, y, release z of the ee), lower, release."""
@@ -159,6 +190,7 @@ class ScriptRunner:
         def where(s: dict) -> Sequence[float]:
             d = np.array(s["objects"][dest]["pos"][:2]) + u * dist
             return (float(d[0]), float(d[1]), z)
+
         return self.grasp(target) + self._place(where) + self.check(lambda s: s["grasped"] is None)
 
     def _knock_over(self, s: dict, target: str, dest: str | None) -> list[Stage]:
@@ -167,9 +199,15 @@ class ScriptRunner:
         u = -p / np.linalg.norm(p) if np.linalg.norm(p) > 0.03 else np.array([1.0, 0.0])
         z = max(0.02, h * 0.5)
         start, end = p - u * (r + 0.05), p + u * 0.08
-        return [self.grip(OPEN), self.goto(lambda s: (*start, z), OPEN),
-                self.goto(lambda s: (*end, z), OPEN, above=False)] + self.up(0.1, OPEN) + \
-            self.check(lambda s: not s["objects"][target]["upright"])
+        return (
+            [
+                self.grip(OPEN),
+                self.goto(lambda s: (*start, z), OPEN),
+                self.goto(lambda s: (*end, z), OPEN, above=False),
+            ]
+            + self.up(0.1, OPEN)
+            + self.check(lambda s: not s["objects"][target]["upright"])
+        )
 
     def _place_upright(self, s: dict, target: str, dest: str | None) -> list[Stage]:
         r, h, _ = self.dims(target)
@@ -178,8 +216,13 @@ class ScriptRunner:
         def release(s: dict) -> Sequence[float]:
             box.setdefault("t", (s["ee"][0], s["ee"][1], h - r + 0.015))
             return box["t"]
-        return self.grasp(target) + [self.goto(release, CLOSED, above=False), self.grip(OPEN)] \
-            + self.up(0.08, OPEN) + self.check(lambda s: s["objects"][target]["upright"])
+
+        return (
+            self.grasp(target)
+            + [self.goto(release, CLOSED, above=False), self.grip(OPEN)]
+            + self.up(0.08, OPEN)
+            + self.check(lambda s: s["objects"][target]["upright"])
+        )
 
     def _drawer_move(self, s: dict, target: str, dest: str | None) -> list[Stage]:
         opening = s["skill"] == "open_drawer"
@@ -196,10 +239,20 @@ class ScriptRunner:
         def done(s: dict) -> bool:
             o = s["drawer"]["opening"]
             return o > 0.75 if opening else o < 0.08
+
         move = self.goto(pull, CLOSED, above=False)
-        until = lambda s: None if done(s) else move(s)  # noqa: E731
-        return [self.grip(OPEN), self.goto(lambda s: s["drawer"]["handle"], OPEN),
-                self.grip(CLOSED), until, self.grip(OPEN)] + self.up(0.08, OPEN) + self.check(done)
+        until = lambda s: None if done(s) else move(s)
+        return (
+            [
+                self.grip(OPEN),
+                self.goto(lambda s: s["drawer"]["handle"], OPEN),
+                self.grip(CLOSED),
+                until,
+                self.grip(OPEN),
+            ]
+            + self.up(0.08, OPEN)
+            + self.check(done)
+        )
 
     def _into_drawer(self, s: dict, target: str, dest: str | None) -> list[Stage]:
         half = self._half_height(s, target)
@@ -207,5 +260,9 @@ class ScriptRunner:
         def where(s: dict) -> Sequence[float]:
             x, y, floor = s["drawer"]["pos"]  # the centre of the tray floor
             return (x, y, floor + half + 0.01)
-        return self.grasp(target) + self._place(where) + \
-            self.check(lambda s: s["objects"][target]["in_drawer"])
+
+        return (
+            self.grasp(target)
+            + self._place(where)
+            + self.check(lambda s: s["objects"][target]["in_drawer"])
+        )

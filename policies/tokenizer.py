@@ -59,20 +59,27 @@ class NormalizationStats:
             if len(getattr(self, name)) != N_DIMS:
                 raise ValueError(f"NormalizationStats.{name} needs {N_DIMS} values (one per dim)")
         if self.mode not in ("bounds_q99", "normal"):
-            raise ValueError(f"NormalizationStats.mode must be 'bounds_q99' or 'normal', got {self.mode!r}")
+            raise ValueError(
+                f"NormalizationStats.mode must be 'bounds_q99' or 'normal', got {self.mode!r}"
+            )
 
     @classmethod
-    def from_actions(cls, actions: np.ndarray, mode: str = "bounds_q99",
-                     mask: Sequence[bool] | None = None) -> NormalizationStats:
+    def from_actions(
+        cls, actions: np.ndarray, mode: str = "bounds_q99", mask: Sequence[bool] | None = None
+    ) -> NormalizationStats:
         """Statistics of an [N, 7] array of continuous actions."""
         a = np.asarray(actions, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != N_DIMS or len(a) == 0:
             raise ValueError(f"from_actions needs an [N, {N_DIMS}] array with N > 0, got {a.shape}")
-        tup = lambda v: tuple(float(x) for x in v)  # noqa: E731
-        return cls(q01=tup(np.quantile(a, 0.01, axis=0)), q99=tup(np.quantile(a, 0.99, axis=0)),
-                   mean=tup(a.mean(axis=0)), std=tup(a.std(axis=0)),
-                   mask=tuple(bool(m) for m in (mask if mask is not None else cls.mask)),
-                   mode=mode)
+        tup = lambda v: tuple(float(x) for x in v)
+        return cls(
+            q01=tup(np.quantile(a, 0.01, axis=0)),
+            q99=tup(np.quantile(a, 0.99, axis=0)),
+            mean=tup(a.mean(axis=0)),
+            std=tup(a.std(axis=0)),
+            mask=tuple(bool(m) for m in (mask if mask is not None else cls.mask)),
+            mode=mode,
+        )
 
     def normalized_range(self) -> tuple[float, float]:
         return (-1.0, 1.0) if self.mode == "bounds_q99" else (-self.clip_std, self.clip_std)
@@ -100,9 +107,15 @@ class NormalizationStats:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> NormalizationStats:
-        return cls(q01=tuple(d["q01"]), q99=tuple(d["q99"]), mean=tuple(d["mean"]),
-                   std=tuple(d["std"]), mask=tuple(bool(m) for m in d.get("mask", cls.mask)),
-                   mode=str(d.get("mode", "bounds_q99")), clip_std=float(d.get("clip_std", 3.0)))
+        return cls(
+            q01=tuple(d["q01"]),
+            q99=tuple(d["q99"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            mask=tuple(bool(m) for m in d.get("mask", cls.mask)),
+            mode=str(d.get("mode", "bounds_q99")),
+            clip_std=float(d.get("clip_std", 3.0)),
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
@@ -138,10 +151,12 @@ def parse_action_text(text: str, n_bins: int = 256) -> ParsedActionText:
         head, _, body = body.rpartition("Action:")
         head, body = head.strip(), body.strip()
         if head:
-            plan = head[len("Plan:"):].strip() if head.startswith("Plan:") else head
+            plan = head[len("Plan:") :].strip() if head.startswith("Plan:") else head
     if not _NUMBERS.match(body):
-        raise ActionParseError(f"not an RT-2 action: expected {ACTION_LEN} integers after "
-                               f"'Action:' (or alone), got {body[:80]!r}")
+        raise ActionParseError(
+            f"not an RT-2 action: expected {ACTION_LEN} integers after "
+            f"'Action:' (or alone), got {body[:80]!r}"
+        )
     bins = tuple(int(x) for x in body.split())
     _check_bins(bins, n_bins)
     return ParsedActionText(bins=bins, plan=plan)
@@ -149,7 +164,9 @@ def parse_action_text(text: str, n_bins: int = 256) -> ParsedActionText:
 
 def _check_bins(bins: Sequence[int], n_bins: int) -> None:
     if len(bins) != ACTION_LEN:
-        raise ActionParseError(f"an RT-2 action has {ACTION_LEN} numbers, got {len(bins)}: {list(bins)}")
+        raise ActionParseError(
+            f"an RT-2 action has {ACTION_LEN} numbers, got {len(bins)}: {list(bins)}"
+        )
     if bins[0] not in (0, 1):
         raise ActionParseError(f"terminate must be 0 or 1, got {bins[0]}")
     bad = [b for b in bins[1:] if not 0 <= b < n_bins]
@@ -166,15 +183,23 @@ class ActionTokenizer:
     Counts of clipped values accumulate in `clip_counts` (per dimension) and `n_encoded`.
     """
 
-    def __init__(self, low: Sequence[float] | None = None, high: Sequence[float] | None = None, *,
-                 action_space: ActionSpace | None = None, n_bins: int = 256,
-                 token_ids: Sequence[int] | None = None,
-                 normalization: NormalizationStats | None = None) -> None:
+    def __init__(
+        self,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        *,
+        action_space: ActionSpace | None = None,
+        n_bins: int = 256,
+        token_ids: Sequence[int] | None = None,
+        normalization: NormalizationStats | None = None,
+    ) -> None:
         space = action_space or ActionSpace()
         lo = np.asarray(low if low is not None else space.low, dtype=np.float64)
         hi = np.asarray(high if high is not None else space.high, dtype=np.float64)
         if lo.shape != (N_DIMS,) or hi.shape != (N_DIMS,) or np.any(lo >= hi):
-            raise ValueError(f"ActionTokenizer needs {N_DIMS} ranges with low < high, got {lo} / {hi}")
+            raise ValueError(
+                f"ActionTokenizer needs {N_DIMS} ranges with low < high, got {lo} / {hi}"
+            )
         if n_bins < 2:
             raise ValueError(f"n_bins must be >= 2, got {n_bins}")
         self.n_bins = int(n_bins)
@@ -187,7 +212,9 @@ class ActionTokenizer:
         self._width = (self._hi - self._lo) / self.n_bins
         ids = np.arange(self.n_bins) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
         if ids.shape != (self.n_bins,) or len(set(ids.tolist())) != self.n_bins or ids.min() < 0:
-            raise ValueError(f"token_ids needs {self.n_bins} distinct non-negative ids, got {ids.shape}")
+            raise ValueError(
+                f"token_ids needs {self.n_bins} distinct non-negative ids, got {ids.shape}"
+            )
         self.token_ids = ids
         self._bin_of_id = {int(t): b for b, t in enumerate(ids)}
         self.clip_counts = np.zeros(N_DIMS, dtype=np.int64)
@@ -195,16 +222,19 @@ class ActionTokenizer:
 
     # --- vocabulary tables ------------------------------------------------------------
     @classmethod
-    def with_number_tokens(cls, token_id_of: Callable[[str], int | None] | Mapping[str, int],
-                           **kw) -> ActionTokenizer:
+    def with_number_tokens(
+        cls, token_id_of: Callable[[str], int | None] | Mapping[str, int], **kw
+    ) -> ActionTokenizer:
         """Bins as the tokenizer's single-token numbers "0".."n_bins-1" (RT-2 / PaLI-X)."""
         n = int(kw.get("n_bins", 256))
         lookup = token_id_of.get if isinstance(token_id_of, Mapping) else token_id_of
         ids = [lookup(str(b)) for b in range(n)]
         missing = [b for b, i in enumerate(ids) if i is None]
         if missing:
-            raise ValueError(f"the tokenizer has no single token for numbers {missing[:5]}...; "
-                             "use token_mode 'reserved' (last n_bins ids) instead")
+            raise ValueError(
+                f"the tokenizer has no single token for numbers {missing[:5]}...; "
+                "use token_mode 'reserved' (last n_bins ids) instead"
+            )
         return cls(token_ids=ids, **kw)
 
     @classmethod
@@ -228,7 +258,9 @@ class ActionTokenizer:
     def position_masks(self, vocab_size: int) -> np.ndarray:
         """Boolean [8, vocab_size]: row p marks the ids allowed at action position p."""
         if int(self.token_ids.max()) >= vocab_size:
-            raise ValueError(f"action token id {int(self.token_ids.max())} >= vocab size {vocab_size}")
+            raise ValueError(
+                f"action token id {int(self.token_ids.max())} >= vocab size {vocab_size}"
+            )
         mask = np.zeros((ACTION_LEN, vocab_size), dtype=bool)
         mask[0, self.token_ids[:2]] = True
         mask[1:, self.token_ids] = True
@@ -249,8 +281,11 @@ class ActionTokenizer:
         return bins
 
     # --- values <-> bins --------------------------------------------------------------
-    def encode_array(self, values: np.ndarray, terminate: np.ndarray | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def encode_array(
+        self,
+        values: np.ndarray,
+        terminate: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """[N, 7] raw values (+ [N] terminate) -> ([N, 8] bins, [N, 7] clipped mask)."""
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != N_DIMS:
@@ -272,14 +307,18 @@ class ActionTokenizer:
         b = np.asarray(bins, dtype=np.int64)
         if b.ndim != 2 or b.shape[1] != ACTION_LEN:
             raise ValueError(f"decode_array needs [N, {ACTION_LEN}] bins, got {b.shape}")
-        if np.any((b[:, 0] < 0) | (b[:, 0] > 1)) or np.any((b[:, 1:] < 0) | (b[:, 1:] >= self.n_bins)):
+        if np.any((b[:, 0] < 0) | (b[:, 0] > 1)) or np.any(
+            (b[:, 1:] < 0) | (b[:, 1:] >= self.n_bins)
+        ):
             raise ActionParseError(f"bins out of range (terminate 0/1, bins 0..{self.n_bins - 1})")
         v = self._lo + (b[:, 1:] + 0.5) * self._width
         if self.normalization is not None:
             v = self.normalization.unnormalize(v)
         return v, b[:, 0].astype(bool)
 
-    def encode(self, action: Action | Sequence[float], terminate: bool | None = None) -> EncodedAction:
+    def encode(
+        self, action: Action | Sequence[float], terminate: bool | None = None
+    ) -> EncodedAction:
         if isinstance(action, Action):
             values, term = action.continuous(), action.terminate
         else:
@@ -288,8 +327,11 @@ class ActionTokenizer:
             term = terminate
         b, clipped = self.encode_array(np.asarray([values]), np.asarray([int(term)]))
         bins = tuple(int(x) for x in b[0])
-        return EncodedAction(bins=bins, token_ids=tuple(int(self.token_ids[x]) for x in bins),
-                             clipped=tuple(n for n, c in zip(CONTINUOUS_DIMS, clipped[0]) if c))
+        return EncodedAction(
+            bins=bins,
+            token_ids=tuple(int(self.token_ids[x]) for x in bins),
+            clipped=tuple(n for n, c in zip(CONTINUOUS_DIMS, clipped[0]) if c),
+        )
 
     def decode(self, bins: Sequence[int]) -> Action:
         _check_bins(bins, self.n_bins)
@@ -316,8 +358,14 @@ class ActionTokenizer:
 
     # --- persistence ------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"n_bins": self.n_bins, "low": self.low.tolist(), "high": self.high.tolist(),
-                "normalization": None if self.normalization is None else self.normalization.to_dict()}
+        return {
+            "n_bins": self.n_bins,
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "normalization": None if self.normalization is None else self.normalization.to_dict(),
+        }
 
     def clip_report(self) -> dict[str, int]:
-        return {n: int(c) for n, c in zip(CONTINUOUS_DIMS, self.clip_counts)} | {"encoded": self.n_encoded}
+        return {n: int(c) for n, c in zip(CONTINUOUS_DIMS, self.clip_counts)} | {
+            "encoded": self.n_encoded
+        }

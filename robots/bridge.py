@@ -1,59 +1,59 @@
 """BridgeServer: the robot-side process that hosts one arm's RobotDriver behind ZeroMQ.
 
-- ROUTER socket: requests (protocol in robots/protocol.py, docs/protocol.md). One control
-  thread owns the sockets and the driver; it polls with a timeout bounded by the watchdog
-  deadline, so the watchdog fires on time with or without traffic.
+- ROUTER socket: requests (robots/protocol.py; docs/protocol.md). One control thread owns the
+  sockets and the driver; it polls with a timeout bounded by the watchdog deadline, so the
+  watchdog fires on time with or without traffic, and between messages of a burst.
 - PUB socket (optional): the latest frame of each camera, one single-part message per frame
-  (topic = camera name + NUL), so subscribers can use CONFLATE with one SUB per camera.
+  (topic = camera name + NUL), so subscribers can CONFLATE with one SUB socket per camera.
+  Frames come from the observations served to the orchestrator, and from idle observes at
+  stream_fps when nobody asks.
 - Safety (robots/safety.py) runs here, where no orchestrator bug can bypass it.
-- CURVE: with a server secret and an allow-list directory, a ZAP authenticator admits only
-  allow-listed client keys, and every request is checked again against the sender's
-  authenticated key (the ZAP User-Id frame property). Key problems refuse to start.
+- CURVE (robots/keys.py): a ZAP authenticator admits only allow-listed client keys, and every
+  request is checked again against the sender's authenticated key (ZAP User-Id). Missing or
+  bad key files refuse to start: the bridge never runs open when keys were asked for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from robots import protocol as P
 from robots import safety as S
 from robots.drivers.base import RobotDriver
-from robots.keys import KeyFileError, load_allow_dir, load_secret
-from robots.types import Action, Observation, SceneSpec
+from robots.keys import CurveServerAuth, KeyFileError
+from robots.types import Action, SceneSpec
 
 log = logging.getLogger("evalfleet.bridge")
 
-ZAP_DOMAIN = "evalfleet"
 COUNTERS = (
     "requests", "acts_applied", "actions_clipped", "non_finite_refused", "stale_refused",
     "watchdog_holds", "hold_commands", "estops", "rearms", "refused_estopped",
     "refused_not_in_episode", "unauthorized", "malformed", "driver_errors", "refused_total",
     "frames_published",
 )
+#: reported in every reply (non-zero ones only); all counters are in status
+INTERVENTIONS = (
+    "actions_clipped", "non_finite_refused", "stale_refused", "watchdog_holds", "hold_commands", "estops",
+    "rearms", "refused_estopped", "refused_not_in_episode", "unauthorized", "malformed", "driver_errors",
+    "refused_total",
+)
+_INTERVENTIONS = frozenset(INTERVENTIONS)
+_ERR = P.ErrorCode
+_MORE, _LAST = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
 
 
 class BridgeConfigError(RuntimeError):
     """The bridge cannot start as configured (keys, endpoints, driver). It never runs open."""
-
-
-def _peek_id(body: list[zmq.Frame]) -> int | None:
-    """The request id of a refused request, if its header is readable (so the client can match
-    the error reply)."""
-    try:
-        rid = P.unpack_header(body[0].buffer).get("id")
-    except (P.ProtocolError, IndexError):
-        return None
-    return rid if type(rid) is int and 0 <= rid <= P.MAX_ID else None
 
 
 class Refusal(Exception):
@@ -74,12 +74,22 @@ class BridgeConfig:
     pub_bind: str | None = None  # None: no live stream
     watchdog_ms: float = 500.0
     max_command_age_ms: float = 250.0  # <= 0 disables the age check
-    stream_fps: float = 10.0  # live stream rate per camera (idle observes fill the gaps)
+    stream_fps: float = 10.0  # live stream rate per camera
     curve: CurveServerConfig | None = None
     jpeg_quality: int = 90
     max_part_bytes: int = 1024 * 1024  # libzmq drops the connection of a peer sending more
     rcvhwm: int = 64
+    zero_copy_min_bytes: int = 1 << 20  # replies with fewer frame bytes are copied when sent
     ready_file: Path | None = None  # JSON {endpoint, pub_endpoint, session_id, pid} once bound
+
+
+def _peek_id(body: list[zmq.Frame]) -> int | None:
+    """The id of a refused request, if its header is readable (so the client can match it)."""
+    try:
+        rid = P.unpack_header(body[0].buffer).get("id")
+    except (P.ProtocolError, IndexError):
+        return None
+    return rid if type(rid) is int and 0 <= rid <= P.MAX_ID else None
 
 
 class BridgeServer:
@@ -88,31 +98,30 @@ class BridgeServer:
     def __init__(self, driver: RobotDriver, config: BridgeConfig = BridgeConfig()):
         self.driver, self.config = driver, config
         self.session_id = uuid.uuid4().hex
-        self.endpoint = ""
-        self.pub_endpoint: str | None = None
+        self.endpoint, self.pub_endpoint = "", None
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._wd = S.WatchdogState()
-        self._estop = S.EstopState()
-        self._seq = S.SeqState()
+        self._sparse: dict[str, int] = {}  # the non-zero intervention counters, sent in every reply
+        self.error: BaseException | None = None  # set if the control thread died (it should not)
+        self._wd, self._estop, self._seq = S.WatchdogState(), S.EstopState(), S.SeqState()
         self._episode: str | None = None
         self._obs_seq = 0
         self._last_proprio: tuple[float, ...] | None = None
+        self._last_obs: tuple[dict, dict] | None = None  # (wire obs, frames) for the stream
         self._last_pub_ns = 0
         self._wd_ns = int(config.watchdog_ms * 1e6)
         self._age_ns = int(config.max_command_age_ms * 1e6)
         self._stream_ns = int(1e9 / config.stream_fps) if config.stream_fps > 0 else 0
-        self._allowed: frozenset[bytes] | None = None
+        self._curve: CurveServerAuth | None = None
+        self._handlers = {t: getattr(self, "_do_" + t) for t in P.REQUESTS}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ctx: zmq.Context | None = None
-        self._auth: ThreadAuthenticator | None = None
         self._router: zmq.Socket | None = None
         self._pub: zmq.Socket | None = None
-        self.error: BaseException | None = None  # set if the control thread died (it should not)
 
     # --- lifecycle --------------------------------------------------------------------
 
-    def __enter__(self) -> BridgeServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -120,31 +129,26 @@ class BridgeServer:
         self.stop()
 
     def start(self) -> None:
-        keys = None
-        if self.config.curve is not None:  # load keys before anything listens
-            try:
-                keys = load_secret(self.config.curve.server_secret_file, "bridge secret key file")
-                self._allowed = load_allow_dir(self.config.curve.allow_dir)
-            except KeyFileError as e:
-                raise BridgeConfigError(f"bridge refuses to start without working CURVE keys: {e}") from e
+        """Load keys, bind, connect the driver, start the control thread; BridgeConfigError
+        (and nothing listening) if any of it fails."""
         self._ctx = zmq.Context()
         try:
-            if keys is not None:
-                self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("evalfleet.bridge.zap"))
-                self._auth.start()
-                self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.config.curve.allow_dir))
-                if not self._auth.certs.get(ZAP_DOMAIN):
-                    raise BridgeConfigError(f"ZAP authenticator loaded no keys from {self.config.curve.allow_dir}")
-            self._router = self._socket(zmq.ROUTER, keys)
+            if self.config.curve is not None:  # keys first: nothing listens before auth works
+                self._curve = CurveServerAuth(self.config.curve.server_secret_file, self.config.curve.allow_dir)
+                self._curve.start(self._ctx)
+            self._router = self._socket(zmq.ROUTER)
             self._router.rcvhwm = self.config.rcvhwm
             self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_part_bytes)
             self.endpoint = self._bind(self._router, self.config.bind)
             if self.config.pub_bind:
-                self._pub = self._socket(zmq.PUB, keys)
+                self._pub = self._socket(zmq.PUB)
                 self._pub.sndhwm = 8
                 self.pub_endpoint = self._bind(self._pub, self.config.pub_bind)
             self.driver.connect()
             self._caps = self.driver.capabilities()
+        except KeyFileError as e:
+            self._teardown()
+            raise BridgeConfigError(f"bridge refuses to start without working CURVE keys: {e}") from e
         except BaseException:
             self._teardown()
             raise
@@ -153,20 +157,18 @@ class BridgeServer:
         self._thread.start()
         if self.config.ready_file:
             info = {"endpoint": self.endpoint, "pub_endpoint": self.pub_endpoint,
-                    "session_id": self.session_id, "pid": __import__("os").getpid()}
-            tmp = Path(str(self.config.ready_file) + ".tmp")
+                    "session_id": self.session_id, "pid": os.getpid()}
+            tmp = Path(f"{self.config.ready_file}.tmp")
             tmp.write_text(json.dumps(info))
             tmp.replace(self.config.ready_file)
-        log.info("bridge %s serving %s on %s (pub %s, curve %s)", self.session_id, self._caps.driver,
-                 self.endpoint, self.pub_endpoint, keys is not None)
+        log.info("bridge %s serving %s on %s (stream %s, curve %s)", self.session_id, self._caps.driver,
+                 self.endpoint, self.pub_endpoint, self._curve is not None)
 
-    def _socket(self, kind: int, keys: tuple[bytes, bytes] | None) -> zmq.Socket:
+    def _socket(self, kind: int) -> zmq.Socket:
         s = self._ctx.socket(kind)
         s.linger = 0
-        if keys is not None:
-            s.curve_publickey, s.curve_secretkey = keys
-            s.curve_server = True
-            s.zap_domain = ZAP_DOMAIN.encode()
+        if self._curve is not None:
+            self._curve.secure(s)
         return s
 
     @staticmethod
@@ -189,9 +191,8 @@ class BridgeServer:
             if s is not None and not s.closed:
                 s.close(linger=0)
         self._router = self._pub = None
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        if self._curve is not None:
+            self._curve.stop()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -215,17 +216,12 @@ class BridgeServer:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         try:
-            while not self._stop.is_set():
-                poller.poll(self._poll_timeout_ms())
-                for _ in range(256):  # drain a burst, ticking the watchdog between messages
-                    try:
-                        parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._serve(router, parts)
-                    self._tick()
+            while not self._stop.is_set():  # one message per wake-up: the watchdog ticks between
+                if poller.poll(self._poll_timeout_ms()):  # messages even under a flood
+                    self._serve(router, router.recv_multipart(copy=False))
                 self._tick()
-                self._stream_idle()
+                if self._pub is not None:
+                    self._stream_idle()
         except BaseException as e:  # should never happen: hold the arm and record it
             self.error = e
             log.exception("bridge control loop died; holding the arm")
@@ -248,20 +244,21 @@ class BridgeServer:
     def _tick(self) -> None:
         self._wd, fire = S.watchdog_tick(self._wd, time.monotonic_ns(), self._wd_ns)
         if fire:
-            self.counters["watchdog_holds"] += 1
+            self._bump("watchdog_holds")
             log.warning("watchdog: no valid command for %.0f ms, holding the arm", self.config.watchdog_ms)
             self._safe_hold()
+
+    def _bump(self, counter: str) -> None:
+        n = self.counters[counter] = self.counters[counter] + 1
+        if counter in _INTERVENTIONS:
+            self._sparse[counter] = n
 
     def _safe_hold(self) -> None:
         try:
             self.driver.hold()
         except Exception:
-            self.counters["driver_errors"] += 1
+            self._bump("driver_errors")
             log.exception("driver.hold() failed")
-
-    def _summary(self) -> P.SafetySummary:
-        return P.SafetySummary(self._estop.latched, self._wd.holding, self._episode is not None,
-                               dict(self.counters))
 
     def _serve(self, router: zmq.Socket, parts: list[zmq.Frame]) -> None:
         recv_ns = time.monotonic_ns()
@@ -269,102 +266,98 @@ class BridgeServer:
         envelope, body = parts[:1], parts[1:]
         if len(body) >= 2 and len(body[0]) == 0:  # REQ client: echo the empty delimiter
             envelope, body = parts[:2], parts[2:]
-        rtype, rid = None, None
-        fields: dict[str, Any] = {}
+        rtype = rid = None
         buffers: list[Any] = []
         try:
             if not body:
                 raise P.ProtocolError("message has no header part")
-            if self._allowed is not None:
-                self._check_sender(body[0])
-            req = P.decode_request([f.buffer for f in body])
+            if self._curve is not None and not self._curve.allowed(body[0]):
+                raise Refusal(_ERR.UNAUTHORIZED, "sender's CURVE key is not on this bridge's allow list",
+                              "unauthorized")
+            req = P.decode_request([body[0].buffer, *body[1:]])
             rtype, rid = req.type, req.id
-            fields, buffers = getattr(self, "_do_" + req.type)(req, recv_ns)
-            ok, reply_type = True, req.type
+            fields, buffers = self._handlers[rtype](req, recv_ns)
+            ok = True
         except (P.ProtocolError, Refusal) as e:
-            code = e.code
-            counter = "malformed" if code in P.MALFORMED_CODES else getattr(e, "counter", None)
+            counter = "malformed" if e.code in P.MALFORMED_CODES else getattr(e, "counter", None)
             if rid is None:
                 rid = e.request_id if isinstance(e, P.ProtocolError) else _peek_id(body)
             if counter:
-                self.counters[counter] += 1
-            self.counters["refused_total"] += 1
-            ok, reply_type = False, "error"
-            fields = {"code": str(code), "message": str(e)[:1000], "request_type": rtype}
+                self._bump(counter)
+            self._bump("refused_total")
+            ok, buffers = False, []
+            fields = {"code": str(e.code), "message": str(e)[:1000], "request_type": rtype}
         except Exception as e:  # a driver failure: hold, report, keep serving
-            self.counters["driver_errors"] += 1
-            self.counters["refused_total"] += 1
+            self._bump("driver_errors")
+            self._bump("refused_total")
             log.exception("driver error while serving %s", rtype)
             self._safe_hold()
             self._wd = S.watchdog_mark_held(self._wd, time.monotonic_ns())
-            ok, reply_type = False, "error"
-            fields = {"code": str(P.ErrorCode.DRIVER_ERROR),
-                      "message": f"driver {type(e).__name__}: {e}"[:1000] + " (arm held)",
-                      "request_type": rtype}
-        timing = P.ServerTiming(recv_ns, time.monotonic_ns(), time.time_ns())
-        reply = P.Reply(reply_type, rid, ok, self.session_id, timing, self._summary(), fields, tuple(buffers))
-        try:
-            router.send_multipart(envelope + P.encode_reply(reply), copy=False, flags=zmq.NOBLOCK)
-        except zmq.Again:  # peer's queue full or gone: drop, as ROUTER does
+            ok, buffers = False, []
+            fields = {"code": str(_ERR.DRIVER_ERROR), "request_type": rtype,
+                      "message": f"driver {type(e).__name__}: {e}"[:1000] + " (arm held)"}
+        st = {"estopped": self._estop.latched, "holding": self._wd.holding,
+              "in_episode": self._episode is not None,
+              "counters": self._sparse}  # non-zero interventions only: absent means 0
+        h = P.reply_header(rtype if ok else "error", rid, ok, self.session_id,
+                           (recv_ns, time.monotonic_ns(), time.time_ns()), st, fields)
+        # Small parts are copied. Frames below zero_copy_min_bytes are copied too: measured
+        # faster than pyzmq's zero-copy path, which wakes its garbage-collector thread per send.
+        big = self.config.zero_copy_min_bytes
+        try:  # plain-int flags: pyzmq's send_multipart spends µs on IntFlag arithmetic
+            for part in envelope:
+                router.send(part, _MORE)
+            router.send(P.pack_header(h), _MORE if buffers else _LAST)
+            for i, buf in enumerate(buffers, 1):
+                router.send(buf, _LAST if i == len(buffers) else _MORE, copy=len(memoryview(buf).cast("B")) < big)
+        except zmq.Again:  # ROUTER drops rather than block; nothing to do
             pass
-        if buffers and ok and self._pub is not None:
-            self._maybe_publish(self._last_obs, self._last_frames)
+        if buffers and self._pub is not None:
+            self._publish(*self._last_obs)
 
-    def _check_sender(self, frame: zmq.Frame) -> None:
-        try:
-            uid = frame.get("User-Id")
-        except zmq.ZMQError:
-            uid = ""
-        if isinstance(uid, str):
-            uid = uid.encode()
-        if uid not in self._allowed:
-            raise Refusal(P.ErrorCode.UNAUTHORIZED, "sender's CURVE key is not on this bridge's allow list",
-                          "unauthorized")
+    # --- observations and the live stream ---------------------------------------------
 
-    # --- observations -----------------------------------------------------------------
-
-    def _observe(self) -> tuple[Observation, dict]:
+    def _observe(self) -> tuple[dict, dict]:
         d = self.driver.observe()
         self._obs_seq += 1
-        self._last_proprio = tuple(d.proprio)
-        obs = Observation(self._obs_seq, time.monotonic_ns(), time.time_ns(), {}, tuple(d.proprio),
-                          self._episode or "", d.sim_success, d.info)
-        self._last_obs, self._last_frames = obs, d.frames
+        self._last_proprio = proprio = tuple(d.proprio)
+        obs = P.observation_wire(self._obs_seq, time.monotonic_ns(), time.time_ns(), proprio, d.sim_success,
+                                 self._episode or "", d.info)
+        self._last_obs = (obs, d.frames)
         return obs, d.frames
 
     def _obs_fields(self) -> tuple[dict, list]:
         obs, frames = self._observe()
         descs, bufs = P.pack_frames(frames, self._encodings, 1, self.config.jpeg_quality)
-        return {"obs": P.observation_to_wire(obs), "frames": descs}, bufs
+        return {"obs": obs, "frames": descs}, bufs
 
-    def _maybe_publish(self, obs: Observation, frames: dict, force: bool = False) -> None:
+    def _publish(self, obs: dict, frames: dict, force: bool = False) -> None:
         now = time.monotonic_ns()
         if not force and self._stream_ns and now - self._last_pub_ns < self._stream_ns:
             return
         self._last_pub_ns = now
         for cam, img in frames.items():
             descs, bufs = P.pack_frames({cam: img}, self._encodings, 1, self.config.jpeg_quality)
-            header = {"v": P.PROTOCOL_VERSION, "sid": self.session_id, "seq": obs.seq,
-                      "mono_ns": obs.robot_monotonic_ns, "wall_ns": obs.robot_wall_ns,
-                      "pub_wall_ns": time.time_ns(), "episode_id": obs.episode_id, "frame": descs[0]}
+            header = {"v": P.PROTOCOL_VERSION, "sid": self.session_id, "seq": obs["seq"], "mono_ns": obs["mono_ns"],
+                      "wall_ns": obs["wall_ns"], "pub_wall_ns": time.time_ns(), "episode_id": obs["episode_id"],
+                      "frame": descs[0]}
             try:
                 self._pub.send(P.pack_stream(cam, header, bufs[0]), zmq.NOBLOCK)
-                self.counters["frames_published"] += 1
+                self._bump("frames_published")
             except zmq.Again:
                 pass
 
     def _stream_idle(self) -> None:
-        if self._pub is None or not self._stream_ns:
+        if self._pub is None or not self._stream_ns or time.monotonic_ns() - self._last_pub_ns < self._stream_ns:
             return
-        if time.monotonic_ns() - self._last_pub_ns >= self._stream_ns:
-            try:
-                obs, frames = self._observe()
-            except Exception:
-                self.counters["driver_errors"] += 1
-                log.exception("driver.observe() failed for the live stream")
-                self._last_pub_ns = time.monotonic_ns()
-                return
-            self._maybe_publish(obs, frames, force=True)
+        try:
+            obs, frames = self._observe()
+        except Exception:
+            self._bump("driver_errors")
+            log.exception("driver.observe() failed for the live stream")
+            self._last_pub_ns = time.monotonic_ns()
+            return
+        self._publish(obs, frames, force=True)
 
     # --- request handlers: (request, recv_ns) -> (reply fields, buffers) ---------------
 
@@ -377,7 +370,7 @@ class BridgeServer:
 
     def _do_reset(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         if self._estop.latched:
-            raise Refusal(P.ErrorCode.ESTOPPED, "e-stop latched: re-arm before reset", "refused_estopped")
+            raise Refusal(_ERR.ESTOPPED, "e-stop latched: re-arm before reset", "refused_estopped")
         try:
             scene = SceneSpec.from_dict(req.fields["scene"])
         except (KeyError, TypeError, ValueError) as e:
@@ -387,13 +380,11 @@ class BridgeServer:
         self._episode = None
         self._wd = S.watchdog_disarm(self._wd)
         result = self.driver.reset(scene)
+        eid = req.fields["episode_id"]
         if result.ready:
-            self._episode = req.fields["episode_id"]
-            self._seq = S.SeqState()
-            self._last_proprio = None
+            self._episode, self._seq, self._last_proprio = eid, S.SeqState(), None
             self._wd = S.watchdog_arm(self._wd, time.monotonic_ns())
-        return {"ready": result.ready, "instructions": result.instructions,
-                "episode_id": req.fields["episode_id"]}, []
+        return {"ready": result.ready, "instructions": result.instructions, "episode_id": eid}, []
 
     def _do_observe(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         return self._obs_fields()
@@ -401,57 +392,54 @@ class BridgeServer:
     def _do_act(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         f = req.fields
         if self._estop.latched:
-            raise Refusal(P.ErrorCode.ESTOPPED, f"e-stop latched ({self._estop.reason}): re-arm first",
-                          "refused_estopped")
+            raise Refusal(_ERR.ESTOPPED, f"e-stop latched ({self._estop.reason}): re-arm first", "refused_estopped")
         if self._episode is None or f["episode_id"] != self._episode:
-            raise Refusal(P.ErrorCode.NOT_IN_EPISODE,
-                          f"act for episode {f['episode_id']!r}, bridge episode is {self._episode!r}: reset first",
-                          "refused_not_in_episode")
+            raise Refusal(_ERR.NOT_IN_EPISODE, f"act for episode {f['episode_id']!r}, bridge episode is "
+                          f"{self._episode!r}: reset first", "refused_not_in_episode")
         verdict = S.check_command(self._seq, f["seq"], f["sent_wall_ns"], time.time_ns(), self._age_ns)
         if verdict is not S.CommandVerdict.OK:
-            raise Refusal(P.ErrorCode.STALE_COMMAND,
-                          f"command dropped ({verdict}): seq {f['seq']}, last executed {self._seq.last_seq}",
-                          "stale_refused")
+            raise Refusal(_ERR.STALE_COMMAND, f"command dropped ({verdict}): seq {f['seq']}, last executed "
+                          f"{self._seq.last_seq}", "stale_refused")
         values = f["action"]
         if not S.is_finite_values(values):
-            raise Refusal(P.ErrorCode.NON_FINITE, f"action has NaN/inf: {values}", "non_finite_refused")
-        action = Action.from_continuous(values[1:], terminate=values[0] >= 0.5)
+            raise Refusal(_ERR.NON_FINITE, f"action has NaN/inf: {values}", "non_finite_refused")
         if self._last_proprio is None:
             self._observe()
-        ee = tuple(self._last_proprio[:3]) if len(self._last_proprio) >= 3 else None
+        ee = self._last_proprio[:3] if len(self._last_proprio) >= 3 else None
         try:
-            clip = S.clip_action(action, self._caps.action_space, self._caps.workspace, ee)
+            clip = S.clip_action(Action(values[0] >= 0.5, *values[1:]), self._caps.action_space,
+                                 self._caps.workspace, ee)
         except S.NonFiniteAction as e:
-            raise Refusal(P.ErrorCode.NON_FINITE, str(e), "non_finite_refused") from None
+            raise Refusal(_ERR.NON_FINITE, str(e), "non_finite_refused") from None
         self.driver.apply(clip.action)
         self._seq = S.accept_seq(self._seq, f["seq"])
         self._wd = S.watchdog_feed(self._wd, recv_ns)
-        self.counters["acts_applied"] += 1
+        self._bump("acts_applied")
         if clip.any_clipped:
-            self.counters["actions_clipped"] += 1
+            self._bump("actions_clipped")
         out, bufs = self._obs_fields()
         a = clip.action
-        out["applied"] = [1.0 if a.terminate else 0.0, *a.continuous()]
+        out["applied"] = [1.0 if a.terminate else 0.0, a.dx, a.dy, a.dz, a.droll, a.dpitch, a.dyaw, a.gripper]
         out["clipped"] = list(clip.clipped)
         return out, bufs
 
     def _do_hold(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         self.driver.hold()
         self._wd = S.watchdog_mark_held(self._wd, recv_ns)
-        self.counters["hold_commands"] += 1
+        self._bump("hold_commands")
         return {}, []
 
     def _do_estop(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         self._estop = S.estop_trigger(self._estop, req.fields["reason"] or "estop command", recv_ns)
         self._wd = S.watchdog_mark_held(self._wd, recv_ns)
-        self.counters["estops"] += 1
+        self._bump("estops")
         log.warning("E-STOP latched: %s", self._estop.reason)
         self.driver.hold()
         return {}, []
 
     def _do_rearm(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         if self._estop.latched:
-            self.counters["rearms"] += 1
+            self._bump("rearms")
             log.warning("e-stop re-armed")
         self._estop = S.estop_rearm(self._estop)
         return {}, []
@@ -461,9 +449,9 @@ class BridgeServer:
 
     def status(self) -> dict:
         wd, es = self._wd, self._estop
-        return {"session_id": self.session_id, "driver": self._caps.driver,
-                "episode_id": self._episode, "estopped": es.latched, "estop_reason": es.reason,
-                "holding": wd.holding, "watchdog_armed": wd.armed, "watchdog_ms": float(self.config.watchdog_ms),
+        return {"session_id": self.session_id, "driver": self._caps.driver, "episode_id": self._episode,
+                "estopped": es.latched, "estop_reason": es.reason, "holding": wd.holding,
+                "watchdog_armed": wd.armed, "watchdog_ms": float(self.config.watchdog_ms),
                 "watchdog_fires": wd.fires, "last_fire_mono_ns": wd.last_fire_ns,
                 "last_fire_delay_ms": wd.last_fire_delay_ns / 1e6, "last_valid_mono_ns": wd.last_valid_ns,
                 "last_seq": self._seq.last_seq, "counters": dict(self.counters)}
@@ -474,15 +462,14 @@ class BridgeServer:
     def _do_privileged(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         state = self.driver.privileged_state() if self._caps.privileged_state else None
         if state is None:
-            raise Refusal(P.ErrorCode.NOT_SUPPORTED, f"driver {self._caps.driver!r} has no privileged state")
+            raise Refusal(_ERR.NOT_SUPPORTED, f"driver {self._caps.driver!r} has no privileged state")
         return {"state": P.sanitize(state)}, []
 
     def _do_end_episode(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         if self._episode is None or req.fields["episode_id"] != self._episode:
-            raise Refusal(P.ErrorCode.NOT_IN_EPISODE,
-                          f"end_episode for {req.fields['episode_id']!r}, current is {self._episode!r}",
-                          "refused_not_in_episode")
+            raise Refusal(_ERR.NOT_IN_EPISODE, f"end_episode for {req.fields['episode_id']!r}, current is "
+                          f"{self._episode!r}", "refused_not_in_episode")
         self.driver.hold()
         self._episode = None
-        self._wd = replace(S.watchdog_disarm(self._wd), holding=True)
+        self._wd = S.watchdog_mark_held(S.watchdog_disarm(self._wd), recv_ns)
         return {}, []

@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -80,20 +80,20 @@ def make_driver(name: str, image_size: tuple[int, int] | None = None, replay: Pa
 
 @bridge_app.command("serve")
 def serve(
-    driver: str = typer.Option("sim", help="sim | replay | module:Factory"),
-    bind: str = typer.Option("tcp://127.0.0.1:5555", help="ROUTER endpoint (tcp://host:* picks a port)"),
-    pub_bind: Optional[str] = typer.Option(None, help="PUB endpoint for the live frame stream"),
-    watchdog_ms: float = typer.Option(500.0, help="hold the arm after this long without a valid command"),
-    max_command_age_ms: float = typer.Option(250.0, help="drop commands older than this (0: off)"),
-    stream_fps: float = typer.Option(10.0, help="live stream frames per second per camera"),
-    image_size: Optional[str] = typer.Option(None, help="camera size WIDTHxHEIGHT, e.g. 256x256"),
-    replay: Optional[Path] = typer.Option(None, help="recorded episode dir for --driver replay"),
-    replay_loop: bool = typer.Option(False, help="replay: start over after the last step"),
-    keys_dir: Optional[Path] = typer.Option(None, help="dir with bridge.key_secret and allow/ (CURVE)"),
-    server_secret: Optional[Path] = typer.Option(None, help="bridge secret key file (CURVE)"),
-    allow_dir: Optional[Path] = typer.Option(None, help="dir of allowed client public .key files"),
-    ready_file: Optional[Path] = typer.Option(None, help="write endpoints as JSON here once serving"),
-    log_level: str = typer.Option("INFO"),
+    driver: Annotated[str, typer.Option(help="sim | replay | module:Factory")] = "sim",
+    bind: Annotated[str, typer.Option(help="ROUTER endpoint (tcp://host:* picks a port)")] = "tcp://127.0.0.1:5555",
+    pub_bind: Annotated[str | None, typer.Option(help="PUB endpoint for the live frame stream")] = None,
+    watchdog_ms: Annotated[float, typer.Option(help="hold the arm after this long without a valid command")] = 500.0,
+    max_command_age_ms: Annotated[float, typer.Option(help="drop commands older than this (0: off)")] = 250.0,
+    stream_fps: Annotated[float, typer.Option(help="live stream frames per second per camera")] = 10.0,
+    image_size: Annotated[str | None, typer.Option(help="camera size WIDTHxHEIGHT, e.g. 256x256")] = None,
+    replay: Annotated[Path | None, typer.Option(help="recorded episode dir for --driver replay")] = None,
+    replay_loop: Annotated[bool, typer.Option(help="replay: start over after the last step")] = False,
+    keys_dir: Annotated[Path | None, typer.Option(help="dir with bridge.key_secret and allow/ (CURVE)")] = None,
+    server_secret: Annotated[Path | None, typer.Option(help="bridge secret key file (CURVE)")] = None,
+    allow_dir: Annotated[Path | None, typer.Option(help="dir of allowed client public .key files")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="write endpoints as JSON here once serving")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING | ERROR")] = "INFO",
 ) -> None:
     """Serve one arm until SIGINT/SIGTERM."""
     from robots.bridge import BridgeConfig, BridgeConfigError, BridgeServer, CurveServerConfig
@@ -125,8 +125,10 @@ def serve(
 
 
 @keys_app.command("generate")
-def generate(name: str = typer.Argument(..., help="key name, e.g. orchestrator or arm1"),
-             dir: Path = typer.Option(Path("keys"), "--dir", help="directory for NAME.key(_secret)")) -> None:
+def generate(
+    name: Annotated[str, typer.Argument(help="key name, e.g. orchestrator or bridge")],
+    dir: Annotated[Path, typer.Option("--dir", help="directory for NAME.key and NAME.key_secret")] = Path("keys"),
+) -> None:
     """Create NAME.key (public: share it) and NAME.key_secret (private, mode 0600)."""
     from robots.keys import KeyFileError, generate_keypair
 

@@ -15,7 +15,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import zmq
@@ -107,7 +107,10 @@ def _apply_curve(sock: zmq.Socket, curve: CurveClientKeys | None) -> None:
 
 
 class BridgeClient:
-    """`with BridgeClient("tcp://arm1:5555", timeout_ms=1000) as c: c.hello(); ...`"""
+    """`with BridgeClient("tcp://arm1:5555", timeout_ms=1000) as c: c.hello(); ...`
+
+    One client per arm, used from one thread at a time (ZeroMQ sockets are not thread-safe).
+    Typical episode: hello() -> reset(scene, episode_id) -> act(...) per step -> end_episode()."""
 
     def __init__(self, endpoint: str, timeout_ms: int = 2000, curve: CurveClientKeys | None = None,
                  name: str = "evalfleet", context: zmq.Context | None = None):
@@ -118,6 +121,7 @@ class BridgeClient:
         self._seq = itertools.count(1)
         self._sock: zmq.Socket | None = None
         self._mon: zmq.Socket | None = None
+        self._rcvtimeo = -1
         self.session_id: str | None = None
         self.restarted = False
         self.episode_id: str | None = None
@@ -130,7 +134,7 @@ class BridgeClient:
             load_secret(curve.client_secret_file, "client secret key file")
             load_public(curve.server_public_file, "bridge public key file")
 
-    def __enter__(self) -> BridgeClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -153,7 +157,7 @@ class BridgeClient:
                                                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                                  | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
             s.connect(self.endpoint)
-            self._sock = s
+            self._sock, self._rcvtimeo = s, -1
         return self._sock
 
     def _drop_socket(self) -> None:
@@ -168,10 +172,10 @@ class BridgeClient:
     def _auth_failure(self) -> str | None:
         if self._mon is None:
             return None
-        while self._mon.poll(0):
-            ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
-            return f"{zmq.Event(ev['event']).name} (value {ev['value']})"
-        return None
+        if not self._mon.poll(0):
+            return None
+        ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
+        return f"{zmq.Event(ev['event']).name} (value {ev['value']})"
 
     # --- the one request path -------------------------------------------------------------
 
@@ -181,22 +185,29 @@ class BridgeClient:
         rid = next(self._ids)
         sock = self._socket()
         try:
-            sock.send_multipart(P.encode_request(P.Request(rtype, rid, fields or {})), zmq.NOBLOCK)
+            sock.send(P.pack_header({"v": P.PROTOCOL_VERSION, "type": rtype, "id": rid, **(fields or {})}), zmq.NOBLOCK)
         except zmq.Again:
             pass  # queue full (bridge unreachable): the deadline below reports it
         deadline = time.monotonic() + timeout / 1000
+        wait_ms = timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
+            if wait_ms <= 0:
+                self._timeout(rtype, rid, timeout)
+            if wait_ms != self._rcvtimeo:  # a setsockopt per call costs more than this check
+                sock.rcvtimeo = self._rcvtimeo = wait_ms
+            try:
+                parts = sock.recv_multipart(copy=False)
+            except zmq.Again:
                 self._timeout(rtype, rid, timeout)
             try:
-                reply = P.decode_reply(sock.recv_multipart(copy=False))
+                reply = P.decode_reply(parts)
             except P.ProtocolError as e:
                 raise BridgeError(f"bridge at {self.endpoint} sent an undecodable reply to {rtype}: {e}; "
                                   "is it an evalfleet bridge speaking protocol "
                                   f"v{P.PROTOCOL_VERSION}?", self.endpoint) from e
             if reply.id != rid:
                 self.late_replies += 1  # a reply to an earlier, timed-out request
+                wait_ms = int((deadline - time.monotonic()) * 1000)
                 continue
             return self._check(rtype, reply)
 
@@ -277,13 +288,13 @@ class BridgeClient:
                   "sent_wall_ns": time.time_ns() + self.clock_offset_ns if sent_wall_ns is None else sent_wall_ns,
                   "episode_id": episode_id if episode_id is not None else (self.episode_id or "")}
         reply = self.request("act", fields)
-        applied = reply.fields.get("applied") or []
         try:
-            act = Action.from_continuous(applied[1:], terminate=bool(applied[0] >= 0.5))
-        except (ValueError, TypeError, IndexError) as e:
-            raise BridgeError(f"bridge at {self.endpoint} sent a bad applied action: {e}", self.endpoint) from e
-        return ActResult(act, tuple(bool(c) for c in reply.fields.get("clipped", ())),
-                         self._observation(reply), reply.summary, reply.timing)
+            a = P.v_action8(reply.fields.get("applied"), "applied")
+            clipped = tuple(P.v_flags7(reply.fields.get("clipped"), "clipped"))
+        except P.ProtocolError as e:
+            raise BridgeError(f"bridge at {self.endpoint} sent a bad act reply: {e}", self.endpoint) from e
+        return ActResult(Action(a[0] >= 0.5, *a[1:]), clipped, self._observation(reply), reply.summary,
+                         reply.timing)
 
     def hold(self) -> P.SafetySummary:
         return self.request("hold").summary
@@ -331,7 +342,7 @@ class FrameSubscriber:
             self._subs[cam] = s
             self._poller.register(s, zmq.POLLIN)
 
-    def __enter__(self) -> FrameSubscriber:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,6 +9,7 @@ raises KeyFileError saying which file and what to do.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -74,3 +75,47 @@ def load_allow_dir(directory: str | Path) -> frozenset[bytes]:
     if not keys:
         raise KeyFileError(f"allow-list directory {d} has no *.key public key: copy the orchestrator's NAME.key in")
     return frozenset(keys)
+
+
+ZAP_DOMAIN = "evalfleet"
+
+
+class CurveServerAuth:
+    """The server half of CURVE for a bridge: its key pair, the allow list, and a ZAP
+    authenticator thread that admits only allow-listed client keys (fail closed).
+
+    `secure(sock)` makes a socket a CURVE server in the ZAP domain; `allowed(frame)` checks a
+    received frame's authenticated key (the ZAP User-Id, the client's Z85 public key)."""
+
+    def __init__(self, server_secret_file: str | Path, allow_dir: str | Path):
+        self.public, self.secret = load_secret(server_secret_file, "bridge secret key file")
+        self.allow_dir = Path(allow_dir)
+        self.allowed_keys = load_allow_dir(allow_dir)
+        self._auth = None
+
+    def start(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._auth = ThreadAuthenticator(ctx, log=logging.getLogger("evalfleet.bridge.zap"))
+        self._auth.start()
+        self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(self.allow_dir))
+        if not self._auth.certs.get(ZAP_DOMAIN):  # pyzmq only logs load failures: check
+            self.stop()
+            raise KeyFileError(f"the ZAP authenticator loaded no keys from {self.allow_dir}")
+
+    def secure(self, sock: zmq.Socket) -> None:
+        sock.curve_publickey, sock.curve_secretkey = self.public, self.secret
+        sock.curve_server = True
+        sock.zap_domain = ZAP_DOMAIN.encode()
+
+    def allowed(self, frame: zmq.Frame) -> bool:
+        try:
+            uid = frame.get("User-Id")
+        except zmq.ZMQError:  # no ZAP metadata: not authenticated
+            return False
+        return (uid.encode() if isinstance(uid, str) else uid) in self.allowed_keys
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None

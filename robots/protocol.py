@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -72,26 +72,24 @@ def _fail(name: str, want: str, v: Any) -> ProtocolError:
 
 
 def v_int(v: Any, name: str) -> int:
-    if type(v) is not int or not (-MAX_ID - 1 <= v <= MAX_ID):
+    if type(v) is not int or not -MAX_ID - 1 <= v <= MAX_ID:
         raise _fail(name, "a 64-bit int", v)
     return v
 
 
 def v_uint(v: Any, name: str) -> int:
-    if type(v) is not int or not (0 <= v <= MAX_ID):
+    if type(v) is not int or not 0 <= v <= MAX_ID:
         raise _fail(name, "a non-negative 63-bit int", v)
     return v
 
 
 def v_num(v: Any, name: str) -> float:
     """int or float (NaN/inf pass here; safety refuses them with NON_FINITE)."""
-    if type(v) is int:
-        if not (-(2**63) <= v < 2**64):
-            raise _fail(name, "a number", v)
-        return float(v)
-    if type(v) is not float:
+    if type(v) is float:
+        return v
+    if type(v) is not int or not -(2**63) <= v < 2**64:
         raise _fail(name, "a number", v)
-    return v
+    return float(v)
 
 
 def v_bool(v: Any, name: str) -> bool:
@@ -116,17 +114,40 @@ def v_opt(inner: Validator) -> Validator:
     return lambda v, name: None if v is None else inner(v, name)
 
 
+_STR = {str}
+_FLOAT = {float}
+_INT = {int}
+_BOOL = {bool}
+
+
 def v_list(inner: Validator, n: int | None = None, max_n: int = 64) -> Validator:
+    # fast path, C-level loops: a list of exactly float (v_num) or int in range (v_int/v_uint)
+    lo = -MAX_ID - 1 if inner is v_int else 0 if inner is v_uint else None
+
     def check(v: Any, name: str) -> list:
         if type(v) is not list or (n is not None and len(v) != n) or len(v) > max_n:
             want = f"a list of {n}" if n is not None else f"a list of at most {max_n}"
             raise _fail(name, want, v)
-        return [inner(x, f"{name}[{i}]") for i, x in enumerate(v)]
+        if v:
+            if inner is v_num and set(map(type, v)) <= _FLOAT:
+                return v
+            if inner is v_bool and set(map(type, v)) <= _BOOL:
+                return v
+            if lo is not None and set(map(type, v)) <= _INT and min(v) >= lo and max(v) <= MAX_ID:
+                return v
+        return [inner(x, name) for x in v]  # element errors name the list
 
     return check
 
 
 v_action8 = v_list(v_num, 8)
+v_t3 = v_list(v_int, 3)
+v_flags7 = v_list(v_bool, 7)
+v_floats = v_list(v_num)
+v_maps = v_list(v_map, max_n=MAX_FRAMES)
+v_shape = v_list(v_uint, max_n=4)
+v_opt_uint = v_opt(v_uint)
+v_opt_bool = v_opt(v_bool)
 
 #: Request type -> {field: validator}. All listed fields are required; no others allowed.
 REQUESTS: dict[str, dict[str, Validator]] = {
@@ -144,6 +165,7 @@ REQUESTS: dict[str, dict[str, Validator]] = {
 }
 BASE_KEYS = frozenset({"v", "type", "id"})
 REPLY_BASE_KEYS = frozenset({"v", "type", "id", "ok", "sid", "t", "st"})
+_ALLOWED_KEYS = {t: BASE_KEYS | set(spec) for t, spec in REQUESTS.items()}
 
 
 @dataclass(frozen=True)
@@ -165,7 +187,8 @@ class ServerTiming:
 
 @dataclass(frozen=True)
 class SafetySummary:
-    """Carried by every reply: the latch/hold state and every intervention counter."""
+    """Carried by every reply: the latch/hold state and the non-zero intervention counters
+    (absent means 0; status has every counter)."""
 
     estopped: bool
     holding: bool
@@ -209,11 +232,11 @@ def unpack_header(data: bytes | memoryview) -> dict:
                               use_list=True, timestamp=0)
     except ProtocolError:
         raise
-    except Exception as e:  # msgpack raises many types (ExtraData, ValueError, Unicode...)
+    except Exception as e:  # msgpack raises many types (ExtraData, ValueError, UnicodeError, ...)
         raise ProtocolError(f"header is not valid msgpack: {type(e).__name__}: {e}") from e
     if type(obj) is not dict:
         raise ProtocolError(f"header must be a msgpack map, got {type(obj).__name__}")
-    if not all(type(k) is str for k in obj):
+    if not set(map(type, obj)) <= _STR:
         raise ProtocolError("header keys must be strings")
     return obj
 
@@ -250,9 +273,9 @@ def decode_request(parts: Sequence[bytes | memoryview]) -> Request:
     if len(parts) != 1:
         raise ProtocolError(f"a {typ!r} request has exactly 1 part, got {len(parts)}", request_id=rid)
     spec = REQUESTS[typ]
-    extra = set(h) - BASE_KEYS - set(spec)
-    if extra:
-        raise ProtocolError(f"unknown fields for {typ!r}: {sorted(extra)[:8]}", request_id=rid)
+    if not h.keys() <= _ALLOWED_KEYS[typ]:
+        extra = sorted(set(h) - _ALLOWED_KEYS[typ])[:8]
+        raise ProtocolError(f"unknown fields for {typ!r}: {extra}", request_id=rid)
     fields: dict[str, Any] = {}
     for name, check in spec.items():
         if name not in h:
@@ -264,16 +287,17 @@ def decode_request(parts: Sequence[bytes | memoryview]) -> Request:
     return Request(typ, rid, fields, ver)
 
 
+def reply_header(rtype: str, rid: int | None, ok: bool, sid: str, t: tuple[int, int, int] | list[int],
+                 st: dict, fields: dict) -> dict:
+    """The reply header map (st: estopped, holding, in_episode, counters)."""
+    return {"v": PROTOCOL_VERSION, "type": rtype, "id": rid, "ok": ok, "sid": sid, "t": t, "st": st, **fields}
+
+
 def encode_reply(reply: Reply) -> list[Any]:
     t, s = reply.timing, reply.summary
-    header = {
-        "v": reply.v, "type": reply.type, "id": reply.id, "ok": reply.ok, "sid": reply.sid,
-        "t": [t.recv_ns, t.send_ns, t.wall_ns],
-        "st": {"estopped": s.estopped, "holding": s.holding, "in_episode": s.in_episode,
-               "counters": s.counters},
-        **reply.fields,
-    }
-    return [pack_header(header), *reply.buffers]
+    st = {"estopped": s.estopped, "holding": s.holding, "in_episode": s.in_episode, "counters": s.counters}
+    h = reply_header(reply.type, reply.id, reply.ok, reply.sid, [t.recv_ns, t.send_ns, t.wall_ns], st, reply.fields)
+    return [pack_header(h | {"v": reply.v}), *reply.buffers]
 
 
 def decode_reply(parts: Sequence[Any]) -> Reply:
@@ -284,20 +308,21 @@ def decode_reply(parts: Sequence[Any]) -> Reply:
         raise ProtocolError(f"reply has {len(parts)} parts, limit {1 + MAX_FRAMES}", ErrorCode.TOO_LARGE)
     h = unpack_header(parts[0])
     ver, typ, _ = _base(h, None)
-    try:
-        rid = v_opt(v_uint)(h.get("id"), "id")
-        ok = v_bool(h.get("ok"), "ok")
-        sid = v_str(h.get("sid"), "sid")
-        t = v_list(v_int, 3)(h.get("t"), "t")
-        st = v_map(h.get("st"), "st")
+    pop = h.pop
+    del h["v"], h["type"]
+    try:  # what is popped is checked; what remains are the type's fields
+        rid = v_opt_uint(pop("id", None), "id")
+        ok, sid = v_bool(pop("ok", None), "ok"), v_str(pop("sid", None), "sid")
+        t = v_t3(pop("t", None), "t")
+        st = v_map(pop("st", None), "st")
         counters = v_map(st.get("counters"), "st.counters")
+        if not (set(map(type, counters)) <= _STR and set(map(type, counters.values())) <= _INT):
+            raise ProtocolError("st.counters must map names to ints")
         summary = SafetySummary(v_bool(st.get("estopped"), "st.estopped"), v_bool(st.get("holding"), "st.holding"),
-                                v_bool(st.get("in_episode"), "st.in_episode"),
-                                {v_str(k, "counter"): v_int(c, k) for k, c in counters.items()})
+                                v_bool(st.get("in_episode"), "st.in_episode"), counters)
     except ProtocolError as e:
         raise ProtocolError(f"bad reply header: {e}") from None
-    fields = {k: val for k, val in h.items() if k not in REPLY_BASE_KEYS}
-    return Reply(typ, rid, ok, sid, ServerTiming(*t), summary, fields, tuple(parts[1:]), ver)
+    return Reply(typ, rid, ok, sid, ServerTiming(*t), summary, h, tuple(parts[1:]), ver)
 
 
 # --- frames -------------------------------------------------------------------------------
@@ -333,28 +358,33 @@ def pack_frames(frames: dict[str, np.ndarray], encodings: dict[str, str] | None 
     descs: list[dict] = []
     bufs: list[Any] = []
     for i, (cam, img) in enumerate(frames.items()):
-        enc = (encodings or {}).get(cam, "raw")
+        enc = encodings.get(cam, "raw") if encodings else "raw"
+        dtype = _DTYPE_NAMES.get(img.dtype)
+        if dtype is None:
+            raise ProtocolError(f"camera {cam!r}: dtype {img.dtype} cannot be sent", ErrorCode.INTERNAL)
         if enc == "jpeg":
             buf: Any = _jpeg_encode(img, jpeg_quality)
         else:
-            buf = np.ascontiguousarray(img)
-        descs.append({"camera": cam, "shape": list(img.shape), "dtype": str(img.dtype),
-                      "encoding": enc, "part": first_part + i})
+            buf = img if img.flags.c_contiguous else np.ascontiguousarray(img)
+        descs.append({"camera": cam, "shape": list(img.shape), "dtype": dtype, "encoding": enc,
+                      "part": first_part + i})
         bufs.append(buf)
     return descs, bufs
 
 
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
+_DTYPE_NAMES = {np.dtype(t): name for name, t in _DTYPES.items()}
+_ITEMSIZE = {name: np.dtype(t).itemsize for name, t in _DTYPES.items()}
 
 
 def unpack_frames(descs: Any, parts: Sequence[Any]) -> dict[str, np.ndarray]:
     """Descriptors + all message parts -> read-only arrays. Raw frames are zero-copy views
     of the received buffers (`parts` may be zmq.Frame objects: their .buffer is used)."""
-    descs = v_list(v_map, max_n=MAX_FRAMES)(descs, "frames")
+    descs = v_maps(descs, "frames")
     out: dict[str, np.ndarray] = {}
     for d in descs:
         cam = v_str(d.get("camera"), "frames.camera")
-        shape = tuple(v_list(v_uint, max_n=4)(d.get("shape"), "frames.shape"))
+        shape = tuple(v_shape(d.get("shape"), "frames.shape"))
         dtype = d.get("dtype")
         if dtype not in _DTYPES:
             raise ProtocolError(f"frame dtype {dtype!r} not supported ({sorted(_DTYPES)})")
@@ -367,7 +397,7 @@ def unpack_frames(descs: Any, parts: Sequence[Any]) -> dict[str, np.ndarray]:
             raise ProtocolError(f"frame {cam!r} is {len(data)} bytes", ErrorCode.TOO_LARGE)
         enc = d.get("encoding")
         if enc == "raw":
-            want = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+            want = math.prod(shape) * _ITEMSIZE[dtype]
             if len(data) != want:
                 raise ProtocolError(f"frame {cam!r} has {len(data)} bytes, shape needs {want}")
             arr = np.frombuffer(data, dtype=_DTYPES[dtype]).reshape(shape)
@@ -384,36 +414,32 @@ def unpack_frames(descs: Any, parts: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 def capabilities_to_wire(c: Capabilities) -> dict:
-    return {
-        "driver": c.driver,
-        "cameras": [{"name": s.name, "height": s.height, "width": s.width, "encoding": s.encoding}
-                    for s in c.cameras],
-        "action_space": {"low": list(c.action_space.low), "high": list(c.action_space.high),
-                         "control_hz": c.action_space.control_hz},
-        "workspace": {"low": list(c.workspace.low), "high": list(c.workspace.high)},
-        "needs_operator_reset": c.needs_operator_reset,
-        "privileged_state": c.privileged_state,
-        "tags": list(c.tags),
-    }
+    a, w = c.action_space, c.workspace
+    return {"driver": c.driver,
+            "cameras": [{"name": s.name, "height": s.height, "width": s.width, "encoding": s.encoding}
+                        for s in c.cameras],
+            "action_space": {"low": list(a.low), "high": list(a.high), "control_hz": a.control_hz},
+            "workspace": {"low": list(w.low), "high": list(w.high)},
+            "needs_operator_reset": c.needs_operator_reset, "privileged_state": c.privileged_state,
+            "tags": list(c.tags)}
 
 
 def capabilities_from_wire(d: Any) -> Capabilities:
     try:
         d = v_map(d, "capabilities")
-        cams = tuple(CameraSpec(v_str(c["name"], "name"), v_uint(c["height"], "height"),
-                                v_uint(c["width"], "width"), v_str(c["encoding"], "encoding"))
-                     for c in v_list(v_map, max_n=MAX_FRAMES)(d["cameras"], "cameras"))
+        cams = tuple(CameraSpec(v_str(c["name"], "name"), v_uint(c["height"], "height"), v_uint(c["width"], "width"),
+                                v_str(c["encoding"], "encoding")) for c in v_maps(d["cameras"], "cameras"))
         a, w = v_map(d["action_space"], "action_space"), v_map(d["workspace"], "workspace")
-        space = ActionSpace(tuple(v_list(v_num, 7)(a["low"], "low")), tuple(v_list(v_num, 7)(a["high"], "high")),
-                            v_num(a["control_hz"], "control_hz"))
-        ws = Workspace(tuple(v_list(v_num, 3)(w["low"], "low")), tuple(v_list(v_num, 3)(w["high"], "high")))
-        return Capabilities(v_str(d["driver"], "driver"), cams, space, ws,
+        f7, f3 = v_list(v_num, 7), v_list(v_num, 3)
+        return Capabilities(v_str(d["driver"], "driver"), cams,
+                            ActionSpace(tuple(f7(a["low"], "low")), tuple(f7(a["high"], "high")),
+                                        v_num(a["control_hz"], "control_hz")),
+                            Workspace(tuple(f3(w["low"], "low")), tuple(f3(w["high"], "high"))),
                             v_bool(d["needs_operator_reset"], "needs_operator_reset"),
-                            v_bool(d["privileged_state"], "privileged_state"),
-                            tuple(v_list(v_str)(d["tags"], "tags")))
+                            v_bool(d["privileged_state"], "privileged_state"), tuple(v_list(v_str)(d["tags"], "tags")))
+    except ProtocolError as e:
+        raise ProtocolError(f"bad capabilities: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, ProtocolError):
-            raise ProtocolError(f"bad capabilities: {e}") from None
         raise ProtocolError(f"bad capabilities: {type(e).__name__}: {e}") from e
 
 
@@ -435,21 +461,24 @@ def sanitize(obj: Any, depth: int = 0) -> Any:
     return repr(obj)[:200]
 
 
+def observation_wire(seq: int, mono_ns: int, wall_ns: int, proprio: Sequence[float], sim_success: bool | None,
+                     episode_id: str, info: dict) -> dict:
+    """The `obs` map of observe/act replies (docs/protocol.md section 6)."""
+    return {"seq": seq, "mono_ns": mono_ns, "wall_ns": wall_ns, "proprio": [float(x) for x in proprio],
+            "sim_success": sim_success, "episode_id": episode_id, "info": sanitize(info) if info else {}}
+
+
 def observation_to_wire(obs: Observation) -> dict:
-    return {"seq": obs.seq, "mono_ns": obs.robot_monotonic_ns, "wall_ns": obs.robot_wall_ns,
-            "proprio": [float(x) for x in obs.proprio], "sim_success": obs.sim_success,
-            "episode_id": obs.episode_id, "info": sanitize(obs.info)}
+    return observation_wire(obs.seq, obs.robot_monotonic_ns, obs.robot_wall_ns, obs.proprio, obs.sim_success,
+                            obs.episode_id, obs.info)
 
 
 def observation_from_wire(d: Any, frames: dict[str, np.ndarray]) -> Observation:
     d = v_map(d, "obs")
     try:
-        return Observation(
-            seq=v_uint(d["seq"], "seq"), robot_monotonic_ns=v_int(d["mono_ns"], "mono_ns"),
-            robot_wall_ns=v_int(d["wall_ns"], "wall_ns"), frames=frames,
-            proprio=tuple(v_list(v_num)(d["proprio"], "proprio")),
-            episode_id=v_str(d["episode_id"], "episode_id"),
-            sim_success=v_opt(v_bool)(d["sim_success"], "sim_success"), info=v_map(d["info"], "info"))
+        return Observation(v_uint(d["seq"], "seq"), v_int(d["mono_ns"], "mono_ns"), v_int(d["wall_ns"], "wall_ns"),
+                           frames, tuple(v_floats(d["proprio"], "proprio")), v_str(d["episode_id"], "episode_id"),
+                           v_opt_bool(d["sim_success"], "sim_success"), v_map(d["info"], "info"))
     except KeyError as e:
         raise ProtocolError(f"observation misses field {e}") from None
 

@@ -38,11 +38,12 @@ class ClipResult:
 
 
 def is_finite_values(values: tuple[float, ...] | list[float]) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-
-
-def _clamp(v: float, lo: float, hi: float) -> float:
-    return lo if v < lo else hi if v > hi else v
+    """False if any value is NaN or +-inf (or the values are so large their sum overflows,
+    which is refused as well: no arm takes a 1e308 m step)."""
+    try:
+        return math.isfinite(sum(values))
+    except TypeError:
+        return False
 
 
 def clip_action(
@@ -60,22 +61,25 @@ def clip_action(
     values = action.continuous()
     if not is_finite_values(values):
         raise NonFiniteAction(f"action has NaN/inf values: {values}")
-    lo = list(space.low)
-    hi = list(space.high)
+    lo, hi = space.low, space.high
     if ee_xyz is not None:
         if not is_finite_values(tuple(ee_xyz)):
             raise NonFiniteAction(f"end-effector position is not finite: {ee_xyz}")
+        lo, hi = list(lo), list(hi)
         for i in range(3):
-            ws_lo = workspace.low[i] - ee_xyz[i]
-            ws_hi = workspace.high[i] - ee_xyz[i]
-            ws_lo = min(ws_lo, 0.0)  # outside below: may stay or move in
-            ws_hi = max(ws_hi, 0.0)  # outside above: may stay or move in
+            ws_lo = min(workspace.low[i] - ee_xyz[i], 0.0)  # outside below: may stay or move in
+            ws_hi = max(workspace.high[i] - ee_xyz[i], 0.0)  # outside above: may stay or move in
             new_lo, new_hi = max(lo[i], ws_lo), min(hi[i], ws_hi)
             if new_lo <= new_hi:
                 lo[i], hi[i] = new_lo, new_hi
-    out = tuple(_clamp(v, lo[i], hi[i]) for i, v in enumerate(values))
-    flags = tuple(o != v for o, v in zip(out, values, strict=True))
-    return ClipResult(Action.from_continuous(out, terminate=action.terminate), flags)
+    out = tuple(map(min, map(max, values, lo), hi))
+    if out == values:  # the common case: nothing to clip, keep the very same action
+        return ClipResult(action, _NO_CLIP)
+    flags = tuple(o != v for o, v in zip(out, values))
+    return ClipResult(Action(action.terminate, *out), flags)
+
+
+_NO_CLIP = (False,) * N_CONT
 
 
 # --- watchdog -----------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def watchdog_disarm(state: WatchdogState) -> WatchdogState:
 
 def watchdog_feed(state: WatchdogState, now_ns: int) -> WatchdogState:
     """A valid command was executed: restart the countdown, the arm moves again."""
-    return replace(state, last_valid_ns=now_ns, holding=False)
+    return WatchdogState(state.armed, now_ns, False, state.fires, state.last_fire_ns, state.last_fire_delay_ns)
 
 
 def watchdog_mark_held(state: WatchdogState, now_ns: int) -> WatchdogState:
@@ -194,4 +198,4 @@ def check_command(
 
 
 def accept_seq(state: SeqState, seq: int) -> SeqState:
-    return replace(state, last_seq=seq)
+    return SeqState(seq)

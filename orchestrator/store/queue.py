@@ -368,6 +368,7 @@ def abort_episode(
     holder: str,
     reason: str,
     requeue: bool = True,
+    max_attempts: int = 5,
     now: datetime | None = None,
 ) -> None:
     """Close an episode as aborted (kept for the audit) and put its trial back in the queue."""
@@ -379,6 +380,13 @@ def abort_episode(
         ep.status = "aborted"
         ep.abort_reason = reason
         ep.ended_at = now
+    trial = s.get(Trial, ep.trial_id)
+    if requeue and trial is not None and trial.attempts >= max_attempts:
+        requeue = False
+        if trial.status == "leased" and trial.lease_holder == holder:
+            trial.status, trial.lease_holder, trial.lease_expires_at = "cancelled", None, None
+            log_event(s, "trial_gave_up", episode_id=episode_id, trial_id=trial.id,
+                      attempts=trial.attempts, reason=reason)
     if requeue:
         s.execute(
             update(Trial)

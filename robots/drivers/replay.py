@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from robots.drivers.base import Capabilities, CameraSpec, DriverObservation, ResetResult, RobotDriver
+from robots.drivers.base import (
+    CameraSpec,
+    Capabilities,
+    DriverObservation,
+    ResetResult,
+    RobotDriver,
+)
 from robots.types import Action, ActionSpace, SceneSpec
 
 FORMAT = "evalfleet-replay/1"
@@ -42,7 +48,11 @@ class ReplayStep:
 
 
 def _action_array(a: Action | Sequence[float]) -> np.ndarray:
-    values = (float(a.terminate), *a.continuous()) if isinstance(a, Action) else tuple(float(v) for v in a)
+    values = (
+        (float(a.terminate), *a.continuous())
+        if isinstance(a, Action)
+        else tuple(float(v) for v in a)
+    )
     if len(values) != 8:
         raise ValueError(f"a recorded action needs 8 values (terminate + 7), got {len(values)}")
     return np.asarray(values, dtype=np.float64)
@@ -54,16 +64,21 @@ def _check_step(step: ReplayStep, where: str) -> None:
     for name, f in step.frames.items():
         if not _CAMERA.match(name):
             raise ValueError(f"{where}: bad camera name {name!r}")
-        if not (isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3):
+        if not (
+            isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3
+        ):
             raise ValueError(f"{where}: frame {name!r} must be uint8 HxWx3, got "
                              f"{getattr(f, 'dtype', type(f))} {getattr(f, 'shape', '')}")
     if len(step.proprio) != 7:
         raise ValueError(f"{where}: proprio needs 7 values, got {len(step.proprio)}")
 
 
-def record_episode_npz(directory: str | Path, observations: Sequence[DriverObservation | ReplayStep],
-                       actions: Sequence[Action | Sequence[float] | None] | None = None,
-                       scene: SceneSpec | None = None) -> Path:
+def record_episode_npz(
+    directory: str | Path,
+    observations: Sequence[DriverObservation | ReplayStep],
+    actions: Sequence[Action | Sequence[float] | None] | None = None,
+    scene: SceneSpec | None = None,
+) -> Path:
     """Write an episode (one observation per step, the action applied after each) as .npz files."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,12 +88,16 @@ def record_episode_npz(directory: str | Path, observations: Sequence[DriverObser
     for i, obs in enumerate(observations):
         step = ReplayStep(dict(obs.frames), tuple(obs.proprio), None, obs.sim_success)
         _check_step(step, f"step {i}")
-        arrays: dict[str, np.ndarray] = {"proprio": np.asarray(step.proprio, dtype=np.float64),
-                                         "sim_success": np.int8(-1 if step.sim_success is None else int(step.sim_success))}
+        arrays: dict[str, np.ndarray] = {
+            "proprio": np.asarray(step.proprio, dtype=np.float64),
+            "sim_success": np.int8(-1 if step.sim_success is None else int(step.sim_success)),
+        }
         for name, frame in step.frames.items():
             arrays[f"frame__{name}"] = np.ascontiguousarray(frame)
             cameras.setdefault(name, list(frame.shape[:2]))
-        act = actions[i] if actions is not None and i < len(actions) else getattr(obs, "action", None)
+        act = (
+            actions[i] if actions is not None and i < len(actions) else getattr(obs, "action", None)
+        )
         if act is not None:
             arrays["action"] = _action_array(act)
         np.savez(out / f"step_{i:06d}.npz", **arrays)
@@ -101,7 +120,9 @@ def load_episode_npz(directory: str | Path) -> tuple[list[ReplayStep], SceneSpec
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"replay: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+            raise ValueError(
+                f"replay: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}"
+            )
         if meta.get("scene"):
             scene = SceneSpec.from_dict(meta["scene"])
     steps: list[ReplayStep] = []
@@ -148,7 +169,9 @@ class ReplayDriver(RobotDriver):
                 self._steps = steps
             first = self._steps[0]
             for i, s in enumerate(self._steps):
-                if {k: v.shape for k, v in s.frames.items()} != {k: v.shape for k, v in first.frames.items()}:
+                if {k: v.shape for k, v in s.frames.items()} != {
+                    k: v.shape for k, v in first.frames.items()
+                }:
                     raise ValueError(f"replay step {i}: cameras or frame sizes differ from step 0")
         return self._steps
 
@@ -157,8 +180,12 @@ class ReplayDriver(RobotDriver):
 
     def capabilities(self) -> Capabilities:
         first = self._load()[0]
-        cams = tuple(CameraSpec(n, int(f.shape[0]), int(f.shape[1])) for n, f in first.frames.items())
-        return Capabilities(driver="replay", cameras=cams, action_space=ActionSpace(control_hz=self.control_hz))
+        cams = tuple(
+            CameraSpec(n, int(f.shape[0]), int(f.shape[1])) for n, f in first.frames.items()
+        )
+        return Capabilities(
+            driver="replay", cameras=cams, action_space=ActionSpace(control_hz=self.control_hz)
+        )
 
     def reset(self, scene: SceneSpec) -> ResetResult:
         self._load()
@@ -169,10 +196,16 @@ class ReplayDriver(RobotDriver):
     def observe(self) -> DriverObservation:
         steps = self._load()
         s = steps[self._i]
-        info = {"replay_step": self._i, "replay_steps": len(steps), "replay_done": self._i == len(steps) - 1}
+        info = {
+            "replay_step": self._i,
+            "replay_steps": len(steps),
+            "replay_done": self._i == len(steps) - 1,
+        }
         if s.action is not None:
             info["recorded_action"] = list(s.action)
-        return DriverObservation(frames=dict(s.frames), proprio=s.proprio, sim_success=s.sim_success, info=info)
+        return DriverObservation(
+            frames=dict(s.frames), proprio=s.proprio, sim_success=s.sim_success, info=info
+        )
 
     def apply(self, action: Action) -> None:
         n = len(self._load())

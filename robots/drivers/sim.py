@@ -47,7 +47,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from robots.drivers.base import Capabilities, CameraSpec, DriverObservation, ResetResult, RobotDriver
+from robots.drivers.base import (
+    CameraSpec,
+    Capabilities,
+    DriverObservation,
+    ResetResult,
+    RobotDriver,
+)
 from robots.sim import predicates
 from robots.sim.render import CAMERAS, Renderer
 from robots.sim.world import WorldState, make_world, step
@@ -140,8 +146,12 @@ class SimDriver(RobotDriver):
                 self._frames = (state.steps, renderer.render(state))
             frames = self._frames[1]
             ok = predicates.success(state, scene)
-        return DriverObservation(frames=dict(frames), proprio=(*state.ee, state.gripper), sim_success=ok,
-                                 info={"sim_step": state.steps, "sim_time": state.t, "holding": self._holding})
+        return DriverObservation(
+            frames=dict(frames),
+            proprio=(*state.ee, state.gripper),
+            sim_success=ok,
+            info={"sim_step": state.steps, "sim_time": state.t, "holding": self._holding},
+        )
 
     # ------------------------------------------------------------ privileged
     @property
@@ -168,12 +178,21 @@ def privileged_dict(state: WorldState, scene: SceneSpec) -> dict:
         "target": scene.target,
         "destination": scene.destination,
         "objects": {
-            o.name: {"pos": [float(v) for v in o.pos], "yaw": float(o.yaw), "upright": bool(o.upright),
-                     "in_drawer": bool(o.in_drawer), "graspable": bool(o.graspable)}
+            o.name: {
+                "pos": [float(v) for v in o.pos],
+                "yaw": float(o.yaw),
+                "upright": bool(o.upright),
+                "in_drawer": bool(o.in_drawer),
+                "graspable": bool(o.graspable),
+            }
             for o in state.objects
         },
-        "drawer": None if d is None else {
-            "pos": [float(v) for v in d.tray_center], "handle": [float(v) for v in d.handle],
-            "opening": float(d.opening), "axis": [float(v) for v in d.axis],
+        "drawer": None
+        if d is None
+        else {
+            "pos": [float(v) for v in d.tray_center],
+            "handle": [float(v) for v in d.handle],
+            "opening": float(d.opening),
+            "axis": [float(v) for v in d.axis],
         },
     }

@@ -30,7 +30,13 @@ BEFORE THIS DRIVER MOVES A REAL ARM (checklist; every item must be true and sign
 
 from __future__ import annotations
 
-from robots.drivers.base import Capabilities, CameraSpec, DriverObservation, ResetResult, RobotDriver
+from robots.drivers.base import (
+    CameraSpec,
+    Capabilities,
+    DriverObservation,
+    ResetResult,
+    RobotDriver,
+)
 from robots.types import Action, ActionSpace, SceneSpec, Workspace
 
 
@@ -45,8 +51,13 @@ def _todo(what: str) -> NotImplementedError:
 class TemplateArmDriver(RobotDriver):
     """A real arm behind the bridge. Every SDK call is a NotImplementedError to fill in."""
 
-    def __init__(self, host: str = "192.168.1.10", cameras: tuple[CameraSpec, ...] = (CameraSpec("main", 480, 640),),
-                 control_hz: float = 5.0, workspace: Workspace | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "192.168.1.10",
+        cameras: tuple[CameraSpec, ...] = (CameraSpec("main", 480, 640),),
+        control_hz: float = 5.0,
+        workspace: Workspace | None = None,
+    ) -> None:
         self.host = host
         self.cameras = cameras
         self.control_hz = control_hz
@@ -60,18 +71,27 @@ class TemplateArmDriver(RobotDriver):
         raise _todo("connect")
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(driver="template", cameras=self.cameras,
-                            action_space=ActionSpace(control_hz=self.control_hz), workspace=self.workspace,
-                            needs_operator_reset=True, privileged_state=False, tags=())
+        return Capabilities(
+            driver="template",
+            cameras=self.cameras,
+            action_space=ActionSpace(control_hz=self.control_hz),
+            workspace=self.workspace,
+            needs_operator_reset=True,
+            privileged_state=False,
+            tags=(),
+        )
 
     def reset(self, scene: SceneSpec) -> ResetResult:
         """Move the arm to its home pose (SDK call goes here, before returning), then ask the
         operator to set the scene up; the orchestrator waits for their confirmation."""
         objects = ", ".join(scene.objects) or "(none)"
         distractors = ", ".join(scene.distractors) or "(none)"
-        text = (f"Set up: {scene.skill} with target {scene.target!r}; objects: {objects}; distractors: "
-                f"{distractors}; destination: {scene.destination or '-'}; background: {scene.background}; "
-                f"environment: {scene.environment}. Keep clear of the workspace, then confirm.")
+        text = (
+            f"Set up: {scene.skill} with target {scene.target!r}; objects: {objects}; "
+            f"distractors: {distractors}; destination: {scene.destination or '-'}; "
+            f"background: {scene.background}; environment: {scene.environment}. "
+            "Keep clear of the workspace, then confirm."
+        )
         return ResetResult(ready=False, instructions=text)
 
     def observe(self) -> DriverObservation:

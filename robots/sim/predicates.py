@@ -33,7 +33,9 @@ CLOSED_BELOW = 0.1
 
 
 def _lifted(state: WorldState, name: str) -> bool:
-    return state.grasped == name and state.obj(name).bottom > state.initial_obj(name).bottom + LIFT_M
+    return (
+        state.grasped == name and state.obj(name).bottom > state.initial_obj(name).bottom + LIFT_M
+    )
 
 
 def pick(state: WorldState, scene: SceneSpec) -> bool:

@@ -10,9 +10,10 @@ Rules (kinematic, instantaneous, documented so a scripted oracle can rely on the
 - Object `pos` is the object's *centre*; the ee grasps an object when the gripper closes
   (crosses 0.5 going down) with the ee within `size + 2 cm` of it horizontally (of the lying
   axis for toppled ones) and within half its height + 2 cm vertically. The object then
-  centres in the gripper and follows it (yaw too). Opening the gripper releases it: it
-  falls straight down onto the table, the top of the drawer cabinet, or into the drawer's
-  tray when released above the part of the tray that sticks out of the cabinet.
+  centres horizontally under the gripper and follows it (yaw too), at the height offset it
+  had when grasped. Opening the gripper releases it: it falls straight down onto the table,
+  the top of the drawer cabinet, or into the drawer's tray when released above the part of
+  the tray that sticks out of the cabinet. A step's deltas are per step; dt only advances t.
 - A tall object (catalog `uprightable`) released from more than 3 cm above its support falls
   over. Lowered gently (within 3 cm) it keeps its orientation.
 - place_upright: a lying object that is held swings upright as soon as there is room for it
@@ -26,7 +27,8 @@ Rules (kinematic, instantaneous, documented so a scripted oracle can rely on the
   gripper within 4 cm of the handle to hold it; moving the ee along +axis pulls the drawer
   open, along -axis pushes it closed; opening the gripper (or moving > 5 cm off the handle)
   lets go. Pushing the tray's front with the ee below the cabinet's height (moving along
-  -axis) also closes it. Objects in the tray move with it.
+  -axis) also closes it; a closed front stops the ee. Objects in the tray move with it. The
+  cabinet's body does not otherwise block the arm.
 - Environment clutter lies at the table's rim, out of reach; it is scenery (rendered only).
 """
 
@@ -50,7 +52,8 @@ GENTLE_DROP = 0.03  # max release height (m) at which a tall object keeps standi
 ROT_LIMIT = 1.0  # |roll|, |pitch| limit (rad)
 HANDLE_REACH = 0.04
 HANDLE_SLIP = 0.05
-DRAWER_SKILLS = {Skill.OPEN_DRAWER, Skill.CLOSE_DRAWER, Skill.PLACE_INTO_DRAWER, Skill.PICK_FROM_DRAWER}
+DRAWER_SKILLS = {Skill.OPEN_DRAWER, Skill.CLOSE_DRAWER, Skill.PLACE_INTO_DRAWER,
+                 Skill.PICK_FROM_DRAWER}
 
 # drawer geometry (m): cabinet footprint depth x width, height, tray travel
 CAB_DEPTH, CAB_WIDTH, CAB_HEIGHT, TRAVEL = 0.16, 0.22, 0.10, 0.15
@@ -165,13 +168,15 @@ class WorldState:
 
 def _scene_rng(scene: SceneSpec, salt: int = 0) -> np.random.Generator:
     key = zlib.crc32(f"{scene.skill}|{scene.target}|{','.join(scene.objects)}".encode())
-    return np.random.default_rng([scene.seed & 0xFFFFFFFF, (scene.seed >> 32) & 0xFFFFFFFF, key, salt])
+    seed = scene.seed & 0xFFFFFFFFFFFFFFFF
+    return np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, key, salt])
 
 
 def scene_names(scene: SceneSpec) -> list[str]:
     """The scene's movable objects, in a stable order, without the drawer fixture."""
     names: list[str] = []
-    for n in (scene.target, *scene.objects, *([scene.destination] if scene.destination else []), *scene.distractors):
+    dest = [scene.destination] if scene.destination else []
+    for n in (scene.target, *scene.objects, *dest, *scene.distractors):
         if n != "drawer" and n not in names:
             names.append(n)
     return names
@@ -181,18 +186,22 @@ def _validate(scene: SceneSpec) -> Skill:
     try:
         skill = Skill(scene.skill)
     except ValueError:
-        raise ValueError(f"unknown skill {scene.skill!r}; expected one of {[s.value for s in Skill]}") from None
-    every = {scene.target, *scene.objects, *scene.distractors} | ({scene.destination} if scene.destination else set())
+        raise ValueError(f"unknown skill {scene.skill!r}; "
+                         f"expected one of {[s.value for s in Skill]}") from None
+    every = {scene.target, *scene.objects, *scene.distractors, scene.destination} - {None}
     unknown = sorted(n for n in every if n not in OBJECTS)
     if unknown:
         raise ValueError(f"unknown object(s) {unknown}; the sim catalog has {sorted(OBJECTS)}")
     if scene.background not in BACKGROUNDS:
-        raise ValueError(f"unknown background {scene.background!r}; expected one of {sorted(BACKGROUNDS)}")
+        raise ValueError(f"unknown background {scene.background!r}; "
+                         f"expected one of {sorted(BACKGROUNDS)}")
     if scene.environment not in ENVIRONMENTS:
-        raise ValueError(f"unknown environment {scene.environment!r}; expected one of {sorted(ENVIRONMENTS)}")
-    if skill in (Skill.PICK, Skill.MOVE_NEAR, Skill.PLACE_UPRIGHT, Skill.PLACE_INTO_DRAWER, Skill.PICK_FROM_DRAWER):
-        if not OBJECTS[scene.target].graspable:
-            raise ValueError(f"{skill.value} needs a graspable target, {scene.target!r} is not")
+        raise ValueError(f"unknown environment {scene.environment!r}; "
+                         f"expected one of {sorted(ENVIRONMENTS)}")
+    holds = {Skill.PICK, Skill.MOVE_NEAR, Skill.PLACE_UPRIGHT, Skill.PLACE_INTO_DRAWER,
+             Skill.PICK_FROM_DRAWER}
+    if skill in holds and not OBJECTS[scene.target].graspable:
+        raise ValueError(f"{skill.value} needs a graspable target, {scene.target!r} is not")
     if skill in (Skill.PLACE_UPRIGHT, Skill.KNOCK_OVER) and not OBJECTS[scene.target].uprightable:
         raise ValueError(f"{skill.value} needs a tall target that can stand and lie down (catalog "
                          f"uprightable), {scene.target!r} cannot")
@@ -225,8 +234,10 @@ def make_world(scene: SceneSpec) -> WorldState:
         if skill == Skill.PICK_FROM_DRAWER and name == scene.target:
             assert drawer is not None
             yaw = float(rng.uniform(-math.pi, math.pi))
-            x, y, _ = drawer.world(drawer.front - TRAVEL / 2 + rng.uniform(-0.02, 0.02), rng.uniform(-0.03, 0.03))
-            objects.append(ObjectState(name, (x, y, TRAY_FLOOR + kind.height / 2), yaw, True, True, kind.graspable))
+            a, b = drawer.front - TRAVEL / 2 + rng.uniform(-0.02, 0.02), rng.uniform(-0.03, 0.03)
+            x, y, _ = drawer.world(a, b)
+            z = TRAY_FLOOR + kind.height / 2
+            objects.append(ObjectState(name, (x, y, z), yaw, True, True, kind.graspable))
             continue
         r = _footprint(kind, lying)
         for _ in range(4000):
@@ -235,11 +246,13 @@ def make_world(scene: SceneSpec) -> WorldState:
                 continue
             if drawer is not None:
                 a, b = drawer.local(x, y)
-                if -CAB_DEPTH / 2 - r < a < CAB_DEPTH / 2 + TRAVEL + HANDLE_OUT + 0.03 + r and abs(b) < CAB_WIDTH / 2 + r:
+                far = CAB_DEPTH / 2 + TRAVEL + HANDLE_OUT + 0.03  # the open tray and its handle
+                if -CAB_DEPTH / 2 - r < a < far + r and abs(b) < CAB_WIDTH / 2 + r:
                     continue
             if skill == Skill.MOVE_NEAR and scene.destination in {o.name for o in objects} | {name}:
                 other = scene.target if name == scene.destination else scene.destination
-                if any(o.name == other and math.hypot(x - o.pos[0], y - o.pos[1]) < 0.16 for o in objects):
+                if any(o.name == other and math.hypot(x - o.pos[0], y - o.pos[1]) < 0.16
+                       for o in objects):
                     continue
             break
         else:
@@ -251,8 +264,8 @@ def make_world(scene: SceneSpec) -> WorldState:
 
     clutter = _make_clutter(scene, drawer)
     objs = tuple(objects)
-    return WorldState(ee=HOME, gripper=1.0, objects=objs, drawer=drawer, clutter=clutter, initial=objs,
-                      initial_opening=drawer.opening if drawer else None)
+    return WorldState(ee=HOME, gripper=1.0, objects=objs, drawer=drawer, clutter=clutter,
+                      initial=objs, initial_opening=drawer.opening if drawer else None)
 
 
 def _make_clutter(scene: SceneSpec, drawer: DrawerState | None) -> tuple[Clutter, ...]:
@@ -267,11 +280,14 @@ def _make_clutter(scene: SceneSpec, drawer: DrawerState | None) -> tuple[Clutter
                 continue
             if all(math.hypot(x - c.pos[0], y - c.pos[1]) > 0.09 for c in items):
                 break
-        shape, size = ("box", "can", "ball")[int(rng.integers(0, 3))], float(rng.uniform(0.02, 0.04))
-        height = {"box": float(rng.uniform(0.03, 0.12)), "can": float(rng.uniform(0.08, 0.16)), "ball": 2 * size}[shape]
+        shape = ("box", "can", "ball")[int(rng.integers(0, 3))]
+        size = float(rng.uniform(0.02, 0.04))
+        height = {"box": float(rng.uniform(0.03, 0.12)), "can": float(rng.uniform(0.08, 0.16)),
+                  "ball": 2 * size}[shape]
         color = tuple(int(c) for c in rng.integers(40, 220, size=3))
-        items.append(Clutter(f"clutter_{i}", shape, (x, y, height / 2), float(rng.uniform(-math.pi, math.pi)),
-                             size, height, color))  # type: ignore[arg-type]
+        yaw = float(rng.uniform(-math.pi, math.pi))
+        items.append(Clutter(f"clutter_{i}", shape, (x, y, height / 2), yaw, size, height,
+                             color))  # type: ignore[arg-type]
     return tuple(items)
 
 
@@ -287,6 +303,10 @@ def _support(state: WorldState, x: float, y: float) -> tuple[float, bool]:
         if d.over_cabinet(x, y):
             return CAB_HEIGHT, False
     return 0.0, False
+
+
+def _wrap(angle: float) -> float:
+    return math.atan2(math.sin(angle), math.cos(angle))
 
 
 def _num(v: float, default: float = 0.0) -> float:
@@ -320,7 +340,7 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
     roll = min(ROT_LIMIT, max(-ROT_LIMIT, r0 + _num(action.droll)))
     pitch = min(ROT_LIMIT, max(-ROT_LIMIT, p0 + _num(action.dpitch)))
     dyaw = _num(action.dyaw)
-    yaw = math.atan2(math.sin(yaw0 + dyaw), math.cos(yaw0 + dyaw))
+    yaw = _wrap(yaw0 + dyaw)
     objects = {o.name: o for o in state.objects}
     drawer = state.drawer
 
@@ -332,7 +352,8 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
         if drawer.held:  # the ee stays on the handle along the axis
             new_open = min(1.0, max(0.0, drawer.opening + (a1 - a0) / TRAVEL))
             a_ee = a0 + (new_open - drawer.opening) * TRAVEL
-        elif z < CAB_HEIGHT and abs(b1) < CAB_WIDTH / 2 and a0 >= drawer.front - 1e-9 and a1 < drawer.front:
+        elif (z < CAB_HEIGHT and abs(b1) < CAB_WIDTH / 2
+              and a0 >= drawer.front - 1e-9 and a1 < drawer.front):
             new_open = min(drawer.opening, max(0.0, (a1 - CAB_DEPTH / 2) / TRAVEL))
             a_ee = max(a1, CAB_DEPTH / 2)  # a closed front stops the ee
         if a_ee is not None:
@@ -341,7 +362,8 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
             ux, uy = drawer.axis
             for n, o in objects.items():
                 if o.in_drawer:
-                    objects[n] = replace(o, pos=(o.pos[0] + shift * ux, o.pos[1] + shift * uy, o.pos[2]))
+                    pos = (o.pos[0] + shift * ux, o.pos[1] + shift * uy, o.pos[2])
+                    objects[n] = replace(o, pos=pos)
             drawer = replace(drawer, opening=new_open)
             if drawer.held and math.dist((x, y, z), drawer.handle) > HANDLE_SLIP:
                 drawer = replace(drawer, held=False)
@@ -355,7 +377,7 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
         if not o.upright and o.tall and z - (k.height - k.size) >= surface + 0.005:
             o, grasp_dz = replace(o, upright=True), -(k.height / 2 - k.size)
         cz = max(z + grasp_dz, surface + o.extent / 2)
-        o = replace(o, pos=(x, y, cz), yaw=math.atan2(math.sin(o.yaw + dyaw), math.cos(o.yaw + dyaw)))
+        o = replace(o, pos=(x, y, cz), yaw=_wrap(o.yaw + dyaw))
         objects[grasped] = o
 
     # knocking and pushing
@@ -368,13 +390,14 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
             top, rad = o.bottom + o.extent, o.kind.size + FINGER
             if not (z0 < top and z < top and z0 >= o.bottom - 0.02):
                 continue
-            if _footprint_dist(o, x0, y0) < rad or _seg_point_dist(seg0, seg1, np.array(o.pos[:2])) >= rad:
+            if (_footprint_dist(o, x0, y0) < rad
+                    or _seg_point_dist(seg0, seg1, np.array(o.pos[:2])) >= rad):
                 continue
             if o.upright and o.tall:
                 k = o.kind
-                cx, cy = o.pos[0] + direction[0] * k.height / 2, o.pos[1] + direction[1] * k.height / 2
-                objects[n] = replace(o, upright=False, yaw=float(math.atan2(direction[1], direction[0])),
-                                     pos=(cx, cy, o.bottom + k.size))
+                cx, cy = np.array(o.pos[:2]) + direction * k.height / 2
+                objects[n] = replace(o, upright=False, yaw=math.atan2(direction[1], direction[0]),
+                                     pos=(float(cx), float(cy), o.bottom + k.size))
             else:
                 away = np.array(o.pos[:2]) - seg1
                 norm = float(np.linalg.norm(away))
@@ -414,8 +437,10 @@ def step(state: WorldState, action: Action, dt: float) -> WorldState:
                 o = replace(o, pos=(o.pos[0] + math.cos(o.yaw) * o.kind.height / 2 * 0.5,
                                     o.pos[1] + math.sin(o.yaw) * o.kind.height / 2 * 0.5, o.pos[2]))
                 surface, in_tray = _support(tmp, o.pos[0], o.pos[1])
-            objects[grasped] = replace(o, pos=(o.pos[0], o.pos[1], surface + o.extent / 2), in_drawer=in_tray)
+            pos = (o.pos[0], o.pos[1], surface + o.extent / 2)
+            objects[grasped] = replace(o, pos=pos, in_drawer=in_tray)
             grasped, grasp_dz = None, 0.0
 
-    return replace(state, ee=(x, y, z, roll, pitch, yaw), gripper=g, drawer=drawer, grasped=grasped, grasp_dz=grasp_dz,
-                   objects=tuple(objects[o.name] for o in state.objects), t=state.t + dt, steps=state.steps + 1)
+    return replace(state, ee=(x, y, z, roll, pitch, yaw), gripper=g, drawer=drawer,
+                   grasped=grasped, grasp_dz=grasp_dz, t=state.t + dt, steps=state.steps + 1,
+                   objects=tuple(objects[o.name] for o in state.objects))

@@ -15,10 +15,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
-from robots.drivers.base import CameraSpec, Capabilities, DriverObservation, ResetResult, RobotDriver
+from robots.drivers.base import (
+    CameraSpec,
+    Capabilities,
+    DriverObservation,
+    ResetResult,
+    RobotDriver,
+)
 from robots.types import Action, ActionSpace, SceneSpec
 
 
@@ -120,7 +127,7 @@ class BridgeProcess:
 
     def start(self) -> BridgeProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self._log = open(self.log_file, "wb")
+        self._log = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
@@ -173,7 +180,7 @@ class BridgeProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> BridgeProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import zmq
 
-from robots.client import BridgeClient, BridgeCommandError, BridgeRestarted, BridgeTimeout, FrameSubscriber
+from robots.client import (
+    BridgeClient,
+    BridgeCommandError,
+    BridgeRestarted,
+    BridgeTimeout,
+    FrameSubscriber,
+)
 from robots.types import Action, SceneSpec
 from tests.integration.fakes import BridgeProcess, FixedFrameDriver, wait_for
 

@@ -12,8 +12,14 @@ from typer.testing import CliRunner
 
 from robots.bridge import BridgeConfig, BridgeConfigError, BridgeServer, CurveServerConfig
 from robots.cli import keys_app
-from robots.client import (BridgeAuthError, BridgeClient, BridgeCommandError, BridgeTimeout, CurveClientKeys,
-                           FrameSubscriber)
+from robots.client import (
+    BridgeAuthError,
+    BridgeClient,
+    BridgeCommandError,
+    BridgeTimeout,
+    CurveClientKeys,
+    FrameSubscriber,
+)
 from robots.keys import KeyFileError
 from robots.types import Action, SceneSpec
 from tests.integration.fakes import REPO, BridgeProcess, FixedFrameDriver
@@ -90,20 +96,20 @@ def test_every_command_is_checked_against_the_authenticated_key(keys):
     """Second line of defence: even if ZAP admitted a key, a key outside the bridge's allow set
     (read from the ZAP User-Id of each request) is refused with UNAUTHORIZED."""
     cfg = BridgeConfig(bind="tcp://127.0.0.1:*", curve=CurveServerConfig(keys / "bridge.key_secret", keys / "allow"))
-    with BridgeServer(FixedFrameDriver(), cfg) as server:
-        with BridgeClient(server.endpoint, 3000, curve=_client_keys(keys)) as c:
-            c.hello()
-            server._allowed = frozenset({b"x" * 40})  # revoke in the per-command check only
-            with pytest.raises(BridgeCommandError) as ei:
-                c.status()
-            assert ei.value.code == "UNAUTHORIZED"
-            assert server.counters["unauthorized"] == 1
+    with BridgeServer(FixedFrameDriver(), cfg) as server, \
+            BridgeClient(server.endpoint, 3000, curve=_client_keys(keys)) as c:
+        c.hello()
+        server._curve.allowed_keys = frozenset({b"x" * 40})  # revoke in the per-command check only
+        with pytest.raises(BridgeCommandError) as ei:
+            c.status()
+        assert ei.value.code == "UNAUTHORIZED"
+        assert server.counters["unauthorized"] == 1
 
 
 def _serve(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "robots.cli", "bridge", "serve", "--driver",
                            "tests.integration.fakes:FixedFrameDriver", "--bind", "tcp://127.0.0.1:*", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
 def test_missing_or_bad_key_files_refuse_to_start(keys, tmp_path):

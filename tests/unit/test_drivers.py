@@ -19,10 +19,19 @@ SCENE = SceneSpec("pick", "coke_can", ("coke_can",), None, ("apple",), seed=5)
 
 def record_sim(n: int) -> tuple[list[DriverObservation], list[Action]]:
     rng = np.random.default_rng(1)
-    actions = [Action(dx=float(rng.uniform(-0.03, 0.03)), dy=float(rng.uniform(-0.03, 0.03)), dz=-0.01,
-                      gripper=float(i < n // 2)) for i in range(n)]
+    actions = [
+        Action(
+            dx=float(rng.uniform(-0.03, 0.03)),
+            dy=float(rng.uniform(-0.03, 0.03)),
+            dz=-0.01,
+            gripper=float(i < n // 2),
+        )
+        for i in range(n)
+    ]
     obs = []
-    with SimDriver(SimOptions(cameras=(CameraSpec("main", 64, 80), CameraSpec("wrist", 32, 32)))) as d:
+    with SimDriver(
+        SimOptions(cameras=(CameraSpec("main", 64, 80), CameraSpec("wrist", 32, 32)))
+    ) as d:
         d.reset(SCENE)
         for a in actions:
             obs.append(d.observe())
@@ -48,7 +57,10 @@ def test_replay_round_trip_through_npz(tmp_path) -> None:
     drv.connect()
     caps = drv.capabilities()
     assert caps.driver == "replay" and not caps.privileged_state and not caps.needs_operator_reset
-    assert {c.name: (c.height, c.width) for c in caps.cameras} == {"main": (64, 80), "wrist": (32, 32)}
+    assert {c.name: (c.height, c.width) for c in caps.cameras} == {
+        "main": (64, 80),
+        "wrist": (32, 32),
+    }
     assert drv.reset(SCENE).ready
     for i, (o, a) in enumerate(zip(obs, actions, strict=True)):
         r = drv.observe()

@@ -134,3 +134,10 @@ def test_command_age():
     assert S.check_command(s, 1, now - 300 * MS, now, 250 * MS) is V.TOO_OLD
     assert S.check_command(s, 1, now + 300 * MS, now, 250 * MS) is V.FROM_FUTURE
     assert S.check_command(s, 1, 0, now, 0) is V.OK  # age check off
+
+
+def test_overflowing_values_are_refused_too():
+    assert not S.is_finite_values([1e308, 1e308])  # documented: refused, never executed
+    assert not S.is_finite_values(["0.1"])  # not numbers
+    with pytest.raises(S.NonFiniteAction):
+        S.clip_action(Action(dx=1e308, dy=1e308), SPACE, WS, None)

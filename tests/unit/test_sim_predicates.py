@@ -90,10 +90,26 @@ class Script:
         return bool(self.drv.observe().sim_success)
 
 
-def scene(skill: str, target: str, objects=(), destination=None, distractors=("sponge", "orange"), seed=1,
-          background="wood", environment="kitchen_a") -> SceneSpec:
-    return SceneSpec(skill=skill, target=target, objects=tuple(objects) or (target,), destination=destination,
-                     distractors=distractors, background=background, environment=environment, seed=seed)
+def scene(
+    skill: str,
+    target: str,
+    objects=(),
+    destination=None,
+    distractors=("sponge", "orange"),
+    seed=1,
+    background="wood",
+    environment="kitchen_a",
+) -> SceneSpec:
+    return SceneSpec(
+        skill=skill,
+        target=target,
+        objects=tuple(objects) or (target,),
+        destination=destination,
+        distractors=distractors,
+        background=background,
+        environment=environment,
+        seed=seed,
+    )
 
 
 SCENES = {
@@ -214,9 +230,14 @@ def run_pick_from_drawer(s: Script, succeed: bool) -> None:
 
 
 RUNS = {
-    "pick": run_pick, "move_near": run_move_near, "knock_over": run_knock_over,
-    "place_upright": run_place_upright, "open_drawer": run_open_drawer, "close_drawer": run_close_drawer,
-    "place_into_drawer": run_place_into_drawer, "pick_from_drawer": run_pick_from_drawer,
+    "pick": run_pick,
+    "move_near": run_move_near,
+    "knock_over": run_knock_over,
+    "place_upright": run_place_upright,
+    "open_drawer": run_open_drawer,
+    "close_drawer": run_close_drawer,
+    "place_into_drawer": run_place_into_drawer,
+    "pick_from_drawer": run_pick_from_drawer,
 }
 
 
@@ -239,8 +260,14 @@ def test_scripted_failure(skill: str, seed: int) -> None:
 
 def test_move_near_person_with_glasses() -> None:
     """The emergent "move X to the person with glasses" task uses move_near's predicate."""
-    sc = scene("move_near", "coke_can", ("coke_can", "person_glasses", "person_hat"), "person_glasses",
-               distractors=("banana",), seed=4)
+    sc = scene(
+        "move_near",
+        "coke_can",
+        ("coke_can", "person_glasses", "person_hat"),
+        "person_glasses",
+        distractors=("banana",),
+        seed=4,
+    )
     s = Script(sc)
     run_move_near(s, True)
     assert s.ok()

@@ -18,8 +18,16 @@ from robots.sim.render import Renderer, render
 from robots.sim.world import PLACE_LIMIT, WorldState, make_world, step
 from robots.types import Action, SceneSpec
 
-BASE = SceneSpec(skill="move_near", target="coke_can", objects=("coke_can", "apple"), destination="apple",
-                 distractors=("sponge", "banana"), background="wood", environment="kitchen_a", seed=3)
+BASE = SceneSpec(
+    skill="move_near",
+    target="coke_can",
+    objects=("coke_can", "apple"),
+    destination="apple",
+    distractors=("sponge", "banana"),
+    background="wood",
+    environment="kitchen_a",
+    seed=3,
+)
 CAMS = (CameraSpec("main", 256, 256), CameraSpec("wrist", 96, 128))
 
 
@@ -28,8 +36,17 @@ def random_actions(n: int, seed: int = 0) -> list[Action]:
     out = []
     for _ in range(n):
         v = rng.uniform(-1, 1, size=7)
-        out.append(Action(dx=0.04 * v[0], dy=0.04 * v[1], dz=0.04 * v[2], droll=0.1 * v[3], dpitch=0.1 * v[4],
-                          dyaw=0.2 * v[5], gripper=float(v[6] > 0)))
+        out.append(
+            Action(
+                dx=0.04 * v[0],
+                dy=0.04 * v[1],
+                dz=0.04 * v[2],
+                droll=0.1 * v[3],
+                dpitch=0.1 * v[4],
+                dyaw=0.2 * v[5],
+                gripper=float(v[6] > 0),
+            )
+        )
     return out
 
 
@@ -79,11 +96,35 @@ def test_different_seeds_give_different_scenes() -> None:
 
 SKILL_SCENES = [
     BASE,
-    SceneSpec("place_upright", "7up_can", ("7up_can",), None, ("water_bottle", "green_cup", "orange"), seed=0),
-    SceneSpec("pick_from_drawer", "pepsi_can", ("drawer", "pepsi_can"), None, ("apple", "sponge", "banana")),
-    SceneSpec("close_drawer", "drawer", ("drawer",), None, ("toy_car", "purple_cup", "lime_can", "blue_ball")),
-    SceneSpec("move_near", "banana", ("banana", "person_glasses", "person_hat"), "person_glasses",
-              ("number_1", "number_2", "star_marker")),
+    SceneSpec(
+        "place_upright",
+        "7up_can",
+        ("7up_can",),
+        None,
+        ("water_bottle", "green_cup", "orange"),
+        seed=0,
+    ),
+    SceneSpec(
+        "pick_from_drawer",
+        "pepsi_can",
+        ("drawer", "pepsi_can"),
+        None,
+        ("apple", "sponge", "banana"),
+    ),
+    SceneSpec(
+        "close_drawer",
+        "drawer",
+        ("drawer",),
+        None,
+        ("toy_car", "purple_cup", "lime_can", "blue_ball"),
+    ),
+    SceneSpec(
+        "move_near",
+        "banana",
+        ("banana", "person_glasses", "person_hat"),
+        "person_glasses",
+        ("number_1", "number_2", "star_marker"),
+    ),
 ]
 
 
@@ -180,8 +221,12 @@ def test_render_shows_state_changes() -> None:
     closed = replace(w, drawer=replace(w.drawer, opening=0.0))
     assert render(w, sc).tobytes() != render(closed, sc).tobytes()
     can = w.obj("lime_can")
-    lying = replace(w, objects=tuple(replace(o, upright=False, pos=(*o.pos[:2], 0.03)) if o is can else o
-                                     for o in w.objects))
+    lying = replace(
+        w,
+        objects=tuple(
+            replace(o, upright=False, pos=(*o.pos[:2], 0.03)) if o is can else o for o in w.objects
+        ),
+    )
     assert render(w, sc).tobytes() != render(lying, sc).tobytes()
 
 
@@ -266,7 +311,16 @@ def test_privileged_state_contract_is_json_and_exact() -> None:
         d.reset(SceneSpec("place_into_drawer", "apple", ("drawer", "apple"), None, ("sponge",)))
         ps = d.privileged_state()
     assert json.loads(json.dumps(ps)) == ps
-    assert set(ps) == {"ee", "gripper", "grasped", "skill", "target", "destination", "objects", "drawer"}
+    assert set(ps) == {
+        "ee",
+        "gripper",
+        "grasped",
+        "skill",
+        "target",
+        "destination",
+        "objects",
+        "drawer",
+    }
     assert len(ps["ee"]) == 6 and ps["gripper"] == 1.0 and ps["grasped"] is None
     assert set(ps["objects"]) == {"apple", "sponge"}
     for o in ps["objects"].values():
@@ -286,7 +340,11 @@ def test_sim_driver_basics() -> None:
     assert d.reset(BASE).ready
     assert d.state is not None and d.state == make_world(replace(BASE, seed=11))  # seed override
     obs = d.observe()
-    assert obs.frames["main"].shape == (480, 640, 3) and len(obs.proprio) == 7 and obs.sim_success is False
+    assert (
+        obs.frames["main"].shape == (480, 640, 3)
+        and len(obs.proprio) == 7
+        and obs.sim_success is False
+    )
     d.apply(Action(dx=0.01))
     assert d.observe().proprio[0] == pytest.approx(0.01) and d.state.t == pytest.approx(0.1)
     d.apply(Action.hold())  # NaN gripper keeps the gripper
@@ -306,13 +364,20 @@ def test_catalog_objects_all_render() -> None:
     for i in range(0, len(names), 4):
         group = tuple(names[i:i + 4])
         target = next((n for n in group if OBJECTS[n].graspable), "apple")
-        sc = SceneSpec("pick", target, (target,), None, tuple(n for n in group if n != target), seed=i)
+        sc = SceneSpec(
+            "pick", target, (target,), None, tuple(n for n in group if n != target), seed=i
+        )
         f = _frame(sc)
         assert f.std() > 5
 
 
-_acts = st.lists(st.tuples(*[st.floats(-0.05, 0.05)] * 3, st.floats(-0.25, 0.25), st.sampled_from([0.0, 1.0, 0.3, 0.7])),
-                 min_size=1, max_size=80)
+_acts = st.lists(
+    st.tuples(
+        *[st.floats(-0.05, 0.05)] * 3, st.floats(-0.25, 0.25), st.sampled_from([0.0, 1.0, 0.3, 0.7])
+    ),
+    min_size=1,
+    max_size=80,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,135 @@
+"""Screenshots of every dashboard page from a real browser (Debian chromium via Playwright),
+served on a freshly populated sample store (dashboard.sample).
+
+    .venv/bin/python -m dashboard.screenshots [--out docs/screenshots]
+
+Never downloads a browser: it drives /usr/bin/chromium (apt-get install chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dashboard.cli import free_port, start_server, stop_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def browser_page(width: int = 1440, height: int = 1000) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"{CHROMIUM} not found: apt-get install -y chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def settle(page, ms: int = 600) -> None:  # type: ignore[no-untyped-def]
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_selector("[data-testid='stApp']")
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=30_000)
+    page.wait_for_timeout(ms)
+
+
+def full_height(page, limit: int = 3200) -> None:  # type: ignore[no-untyped-def]
+    """Streamlit scrolls inside its main block: grow the viewport to show all of it."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector(\"[data-testid='stMain']\");"
+        " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    page.set_viewport_size({"width": 1440, "height": max(900, min(int(height) + 40, limit))})
+    settle(page, 1000)
+
+
+def enter_name(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    box = page.get_by_role("textbox", name="Your name (evaluator)")
+    box.fill(name)
+    box.press("Enter")
+    settle(page)
+
+
+def shoot(base: str, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+    with browser_page() as page:
+        page.goto(f"{base}/")  # type: ignore[attr-defined]
+        settle(page)
+        enter_name(page, "dana")
+        page.wait_for_selector("video")  # type: ignore[attr-defined]
+        settle(page, 1200)
+        for name, link, wait in [
+            ("label", None, "video"),
+            ("results", "Results", "[data-testid='stVegaLiteChart'], .vega-embed"),
+            ("campaigns", "Campaigns", "[data-testid='stDataFrame']"),
+            ("fleet", "Fleet", "[data-testid='stDataFrame']"),
+            ("episode", "Episode", "video"),
+        ]:
+            if link:  # in-app navigation keeps the session (and the evaluator's name)
+                page.get_by_test_id("stSidebarNav").get_by_role(  # type: ignore[attr-defined]
+                    "link", name=link).click()
+                settle(page)
+            if name == "episode":
+                box = page.get_by_role("spinbutton", name="Episode id")  # type: ignore[attr-defined]
+                box.fill("3")
+                box.press("Enter")
+                settle(page)
+            page.wait_for_selector(wait)  # type: ignore[attr-defined]
+            settle(page, 1500)
+            target = out / f"{name}.png"
+            full_height(page)
+            page.screenshot(path=str(target))  # type: ignore[attr-defined]
+            page.set_viewport_size({"width": 1440, "height": 1000})  # type: ignore[attr-defined]
+            shots.append(target)
+    return shots
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    args = ap.parse_args()
+    from dashboard.sample import CampaignSpec, populate
+    from orchestrator.store import migrate
+    from orchestrator.store.db import Store, make_engine
+
+    with tempfile.TemporaryDirectory() as d:
+        home = Path(d)
+        engine = make_engine(f"sqlite:///{home / 'evalfleet.db'}")
+        migrate.upgrade(engine)
+        with Store(engine) as store:
+            populate(store, home / "media", (
+                CampaignSpec("rt2-generalization-nov", "rt2_generalization",
+                             ("rt2-pali-3b", "openvla-7b"), trials=1, episodes=56),
+                CampaignSpec("smoke-nightly", "smoke", ("rt2-pali-3b", "scripted-baseline"),
+                             trials=2)))
+        env = {**os.environ, "EVALFLEET_HOME": str(home)}
+        env.pop("EVALFLEET_DATABASE_URL", None)
+        port = free_port()
+        proc = start_server(port, env, home / "streamlit.log")
+        try:
+            for p in shoot(f"http://127.0.0.1:{port}", args.out):
+                print(f"wrote {p}")
+        finally:
+            stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Small helpers shared by the pages: who is acting, flash messages, times, videos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from dashboard import data
+from dashboard.identity import current_user, sidebar_identity
+from orchestrator.store.browse import MediaRef
+
+FLASH_KEY = "_flash"
+
+
+def start(title: str) -> None:
+    """Every page begins here: identity box, title, the message left by the last action."""
+    sidebar_identity()
+    st.title(title)
+    show_flash()
+
+
+def require_user(action: str) -> str:
+    """The current user, or stop the page with a prompt to identify first."""
+    user = current_user()
+    if user is None:
+        st.info(f"Enter your name in the sidebar (or log in) to {action}. "
+                "It is kept for this browser session and recorded with what you do.")
+        st.stop()
+    return user  # type: ignore[return-value]
+
+
+def actor() -> str:
+    return current_user() or "dashboard"
+
+
+def flash(kind: str, message: str) -> None:
+    """Show a message after the next rerun (kind: success | info | warning | error)."""
+    st.session_state[FLASH_KEY] = (kind, message)
+
+
+def show_flash() -> None:
+    item = st.session_state.pop(FLASH_KEY, None)
+    if item:
+        getattr(st, item[0])(item[1])
+
+
+def ago(ts: datetime | None) -> str:
+    if ts is None:
+        return "never"
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    s = max(0, int((datetime.now(UTC) - ts).total_seconds()))
+    if s < 120:
+        return f"{s} s ago"
+    if s < 7200:
+        return f"{s // 60} min ago"
+    return f"{s // 3600} h ago" if s < 172800 else f"{s // 86400} d ago"
+
+
+def fmt_time(ts: datetime | None) -> str:
+    return "–" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def videos(media: Sequence[MediaRef]) -> None:
+    """One player per camera, side by side (H.264 MP4 bytes from the media dir)."""
+    if not media:
+        st.caption("No video recorded for this episode.")
+        return
+    cols = st.columns([1] * len(media) + ([3 - len(media)] if len(media) < 3 else []))
+    for col, m in zip(cols, media, strict=False):
+        with col:
+            st.caption(f"camera **{m.camera}** · {m.frames} frames @ {m.fps:g} fps")
+            try:
+                st.video(data.media_bytes(m.uri), format="video/mp4")
+            except FileNotFoundError as e:
+                st.warning(str(e))

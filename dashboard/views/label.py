@@ -1,0 +1,191 @@
+"""Label: the blind queue. Policies appear only as blind codes; the sim's verdict is hidden.
+
+Keys: s = success, f = failure, n = skip. The label version seen when the episode was opened
+goes with the save, so a label changed meanwhile (another tab) is a conflict, not an overwrite.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import agreement, charts, data, ui
+from orchestrator.store.browse import BrowseError, QueueItem
+from orchestrator.store.labels import LabelConflict, LabelError, LabelInput
+
+FAILURE_MODES = (
+    "missed_grasp", "dropped_object", "wrong_object", "wrong_place", "knocked_over",
+    "collision", "no_progress", "stopped_early", "unsafe_motion", "estop", "perception",
+)
+CURRENT, SHOWN, SEEN, SKIPPED = "label_current", "label_shown", "label_seen", "label_skipped"
+
+
+def _describe(it: QueueItem) -> str:
+    diff = f" / {it.difficulty}" if it.difficulty else ""
+    return f"{it.category}{diff}"
+
+
+def _pick(queue: list[QueueItem]) -> int | None:
+    chosen = st.session_state.get(CURRENT)
+    if chosen is not None:
+        return int(chosen)
+    skipped = st.session_state.setdefault(SKIPPED, set())
+    for it in queue:
+        if it.episode_id not in skipped:
+            return it.episode_id
+    return None
+
+
+def _save(user: str, ep: int, success: bool) -> None:
+    tags = st.session_state.get(f"tags_{ep}") or []
+    failure_mode = ", ".join(tags) or None
+    progress = 1.0 if success else st.session_state.get(f"progress_{ep}", 0) / 100.0
+    notes = (st.session_state.get(f"notes_{ep}") or "").strip() or None
+    try:
+        version = data.save_label(LabelInput(
+            episode_id=ep, evaluator=user, success=success, progress=progress,
+            failure_mode=failure_mode[:200] if failure_mode else None, notes=notes,
+            expected_version=st.session_state[SEEN]))
+    except LabelConflict as e:
+        st.error(f"Not saved: {e}", icon=":material/sync_problem:")
+        st.button("Reload this episode", key="reload_conflict",
+                  on_click=lambda: st.session_state.pop(SHOWN, None))
+        return
+    except LabelError as e:
+        st.error(f"Not saved: {e}")
+        return
+    ui.flash("success", f"Saved episode {ep} as **{'success' if success else 'failure'}** "
+                        f"(progress {progress:.0%}, label version {version}).")
+    st.session_state.pop(CURRENT, None)
+    st.session_state.pop(SHOWN, None)
+    st.rerun()
+
+
+def _skip(ep: int) -> None:
+    st.session_state.setdefault(SKIPPED, set()).add(ep)
+    st.session_state.pop(CURRENT, None)
+    st.session_state.pop(SHOWN, None)
+
+
+def _open(ep: int) -> None:
+    st.session_state[CURRENT] = ep
+    st.session_state.pop(SHOWN, None)
+
+
+def _episode(user: str, ep: int) -> None:
+    try:
+        view = data.blind_episode(ep, user)
+    except BrowseError as e:
+        st.error(str(e))
+        st.session_state.pop(CURRENT, None)
+        return
+    if st.session_state.get(SHOWN) != ep:  # opened now: remember the version we saw
+        st.session_state[SHOWN] = ep
+        st.session_state[CURRENT] = ep  # stays on screen (and under the buttons) until acted on
+        st.session_state[SEEN] = view.mine.version if view.mine else None
+    it, mine = view.item, view.mine
+    st.subheader(f"“{it.instruction}”")
+    st.caption(f"episode **{ep}** · policy **{it.blind_code}** · campaign #{it.campaign_id} · "
+               f"{_describe(it)} · robot {it.robot or '–'} · {it.human_labels} human label(s)")
+    if mine is not None:
+        st.info(f"You labeled this episode **{'success' if mine.success else 'failure'}** "
+                f"(version {mine.version}); saving again replaces your label.")
+    ui.videos(view.media)
+    table = data.steps(ep, ("idx", "dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"))
+    if table.rows:
+        motion, gripper = charts.actions_frames(table)
+        c1, c2 = st.columns([3, 1])
+        c1.caption("commanded end-effector deltas per step (m, rad)")
+        c1.line_chart(motion, height=220)
+        c2.caption("gripper (0 closed .. 1 open)")
+        c2.line_chart(gripper, height=220)
+    progress = round((mine.progress or 0.0) * 100) if mine else 0
+    c1, c2 = st.columns([1, 2])
+    c1.slider("Partial progress (%) if it failed", 0, 100, progress, 5, key=f"progress_{ep}")
+    tags = [t.strip() for t in (mine.failure_mode or "").split(",") if t.strip()] if mine else []
+    c2.multiselect("Failure modes", sorted({*FAILURE_MODES, *tags}), default=tags,
+                   key=f"tags_{ep}", accept_new_options=True)
+    st.text_area("Notes", value=(mine.notes or "") if mine else "", key=f"notes_{ep}", height=68)
+    b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+    if b1.button("Success", key="label_success", shortcut="s", type="primary",
+                 icon=":material/check:", width="stretch"):
+        _save(user, ep, True)
+    if b2.button("Failure", key="label_failure", shortcut="f", icon=":material/close:",
+                 width="stretch"):
+        _save(user, ep, False)
+    b3.button("Skip", key="label_skip", shortcut="n", on_click=_skip, args=(ep,),
+              icon=":material/skip_next:", width="stretch")
+    st.caption("Keys: **s** success · **f** failure · **n** skip. Success saves progress 100%.")
+
+
+def _agreement_tab(ids: tuple[int, ...]) -> None:
+    votes = data.votes(ids)
+    result = agreement.agreement(votes)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(result.method if result.method != "none" else "kappa",
+              "–" if result.kappa is None else f"{result.kappa:.2f}")
+    c2.metric("episodes with 2+ evaluators", result.episodes)
+    c3.metric("all agree", "–" if result.raw_agreement is None else f"{result.raw_agreement:.0%}")
+    if result.note:
+        st.caption(result.note)
+    pairs = agreement.pairwise(votes)
+    if len(pairs) > 1:
+        st.dataframe([{"evaluator A": p.a, "evaluator B": p.b, "episodes": p.episodes,
+                       "Cohen's kappa": None if p.kappa is None else round(p.kappa, 3)}
+                      for p in pairs], hide_index=True)
+
+
+def _disagreements_tab(ids: tuple[int, ...]) -> None:
+    items = data.disagreements(ids)
+    if not items:
+        st.caption("No disagreements: every multiply-labeled episode has one answer.")
+        return
+    st.caption("Ties are not counted in results until someone adjudicates by adding a label.")
+    for d in items[:50]:
+        c1, c2 = st.columns([5, 1])
+        votes = ", ".join(f"{who}: {'✓' if ok else '✗'}" for who, ok in d.votes)
+        c1.markdown(f"**#{d.item.episode_id}** · {d.item.blind_code} · {d.item.instruction} · "
+                    f"*{d.status}* — {votes}")
+        c2.button("Open", key=f"adj_{d.item.episode_id}", on_click=_open,
+                  args=(d.item.episode_id,))
+
+
+def render() -> None:
+    ui.start("Label episodes")
+    user = ui.require_user("label episodes")
+    camps = data.campaigns()
+    with st.sidebar:
+        picked = st.multiselect(
+            "Campaigns", [c.id for c in camps], key="label_campaigns",
+            format_func=lambda cid: f"#{cid} · {next(c.protocol for c in camps if c.id == cid)}",
+            help="Empty: all campaigns. Shown by number only, to keep the labeling blind.")
+        cap = st.selectbox("Episodes with fewer than … human labels", [None, 1, 2, 3, 5],
+                           format_func=lambda n: "any number" if n is None else str(n),
+                           key="label_cap")
+        jump = st.number_input("Open episode #", min_value=1, step=1, value=None, key="label_jump")
+        if jump is not None and st.button("Open", key="label_jump_go"):
+            _open(int(jump))
+    ids = tuple(picked)
+    queue, remaining = data.label_queue(user, ids, cap)
+    ep = _pick(queue)
+    tab_label, tab_queue, tab_dis, tab_agree = st.tabs(
+        [f"Label ({remaining} to go)", "Queue", "Disagreements", "Agreement"])
+    with tab_label:
+        if ep is None:
+            st.success("Nothing left to label for you here. Thank you!"
+                       if remaining == 0 else "You skipped the rest of the queue.")
+            if st.session_state.get(SKIPPED):
+                st.button("Bring back skipped episodes", key="label_unskip",
+                          on_click=lambda: st.session_state.pop(SKIPPED, None))
+        else:
+            _episode(user, ep)
+    with tab_queue:
+        st.dataframe([{"episode": i.episode_id, "policy": i.blind_code, "task": i.instruction,
+                       "category": _describe(i), "robot": i.robot, "human labels": i.human_labels}
+                      for i in queue], hide_index=True)
+    with tab_dis:
+        _disagreements_tab(ids)
+    with tab_agree:
+        _agreement_tab(ids)
+
+
+render()

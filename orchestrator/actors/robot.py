@@ -1,0 +1,152 @@
+"""RobotActor: one per arm, placed by the custom resource of the arm's station so that on a
+cluster it runs on the node beside its arm. Holds the arm's BridgeClient; runs episodes.
+
+Threaded (max_concurrency) so that `estop`/`stop_episode`/`status` answer while an episode
+runs. Never touches the store: results go back to the orchestrator, which writes them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from orchestrator.episode import EpisodeSpec, PolicyReply, run_episode
+from policies.base import PolicyInput
+
+
+def station_resource(station: str) -> str:
+    return f"station:{station}"
+
+
+@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)
+class RobotActor:
+    def __init__(self, arm: dict[str, Any], media_dir: str) -> None:
+        self.arm = arm
+        self.name = arm["name"]
+        self.media_dir = Path(media_dir)
+        self._client = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._episode: int | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    def _new_client(self, timeout_ms: int, purpose: str):  # type: ignore[no-untyped-def]
+        from robots.client import BridgeClient, CurveClientKeys
+
+        curve = self.arm.get("curve")
+        keys = (
+            CurveClientKeys(Path(curve["client_secret"]), Path(curve["server_public"]))
+            if curve
+            else None
+        )
+        return BridgeClient(
+            self.arm["endpoint"], timeout_ms=timeout_ms, curve=keys, name=f"evalfleet-{purpose}"
+        )
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            self._client = self._new_client(int(self.arm.get("timeout_ms", 2000)), self.name)
+        return self._client
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def hello(self) -> dict[str, Any]:
+        """Connect (or reconnect) and return the bridge's capabilities; raises on failure."""
+        with self._lock:
+            try:
+                info = self._connect().hello()
+            except Exception:
+                self._drop_client()
+                raise
+        caps = info.capabilities
+        return {
+            "session_id": info.session_id,
+            "driver": caps.driver,
+            "cameras": [c.name for c in caps.cameras],
+            "tags": list(caps.tags),
+            "needs_operator_reset": caps.needs_operator_reset,
+            "privileged_state": caps.privileged_state,
+            "control_hz": caps.action_space.control_hz,
+            "pub_endpoint": info.stream_endpoint,
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    # -- episodes --------------------------------------------------------------------------
+    def prepare(self, scene: dict[str, Any], episode_key: str) -> dict[str, Any]:
+        """Reset the scene. Real arms answer ready=False with instructions for an operator."""
+        with self._lock:
+            client = self._connect()
+            try:
+                res = client.reset(scene, episode_key)
+            except Exception:
+                self._drop_client()
+                raise
+        return {"ready": res.ready, "instructions": res.instructions}
+
+    def run_episode(self, spec: dict[str, Any], worker: Any) -> dict[str, Any]:
+        """Run one episode against a PolicyWorker handle; returns EpisodeResult.to_dict()."""
+        es = EpisodeSpec(**spec)
+        self._stop.clear()
+        self._episode = es.episode_id
+        policy_timeout = max(5.0, 20.0 / es.control_hz)
+
+        def call_policy(inp: PolicyInput) -> PolicyReply:
+            t0 = time.perf_counter()
+            reply = ray.get(worker.act.remote(inp), timeout=policy_timeout)
+            out = reply.output
+            tokens = None
+            if out.tokens is not None:
+                tokens = " ".join(str(t) for t in out.tokens)
+            return PolicyReply(
+                action=out.action,
+                tokens=tokens,
+                plan=out.plan,
+                inference_s=reply.inference_s,
+                call_s=time.perf_counter() - t0,
+                hold_reason=out.hold_reason,
+            )
+
+        try:
+            ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
+        except Exception as e:  # noqa: BLE001 - reported as an aborted episode
+            return {
+                "status": "aborted",
+                "reason": f"policy worker unavailable for arm {self.name}: "
+                f"{e.__class__.__name__}: {e}"[:500],
+                "steps": [], "media": [], "sim_success": None, "late_steps": 0,
+                "terminated_by": None,
+            }
+        with self._lock:
+            client = self._connect()
+            result = run_episode(
+                client, call_policy, es, arm=self.name, media_dir=self.media_dir, stop=self._stop
+            )
+            if result.status == "aborted":
+                self._drop_client()  # a fresh socket next time, never a wedged one
+        self._episode = None
+        return result.to_dict()
+
+    def stop_episode(self) -> None:
+        self._stop.set()
+
+    def estop(self, reason: str = "operator") -> bool:
+        """E-stop through a separate socket, so it never waits behind a running step."""
+        self._stop.set()
+        with self._new_client(500, f"{self.name}-estop") as c:
+            c.estop(reason)
+        return True
+
+    def current_episode(self) -> int | None:
+        return self._episode
+
+    def close(self) -> None:
+        self._drop_client()

@@ -1,0 +1,90 @@
+"""fleet.yaml: the arms of a fleet and how policy workers are served. Parsed with pydantic.
+
+    arms:
+      - name: arm-1
+        endpoint: tcp://10.0.0.11:5555        # the arm's BridgeServer (ROUTER)
+        station: kitchen-1                      # Ray custom resource "station:kitchen-1"
+        capabilities: [drawer]
+        curve:                                  # optional: CurveZMQ keys
+          client_secret: keys/orchestrator.key_secret
+          server_public: keys/arm-1.key
+    policy_workers:
+      replicas: 1
+      num_gpus: 0
+      max_batch: 32
+      batch_wait_ms: 2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class FleetConfigError(ValueError):
+    pass
+
+
+class CurveKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    client_secret: Path
+    server_public: Path
+
+
+class ArmConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    endpoint: str
+    station: str = "default"
+    capabilities: tuple[str, ...] = ()
+    curve: CurveKeys | None = None
+    timeout_ms: int = Field(default=2000, ge=50)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _zmq_endpoint(cls, v: str) -> str:
+        if not v.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"endpoint {v!r} must be a ZeroMQ address like tcp://host:5555")
+        return v
+
+
+class PolicyWorkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    replicas: int = Field(default=1, ge=1)
+    num_gpus: float = Field(default=0, ge=0)
+    num_cpus: float = Field(default=0.5, ge=0)
+    max_batch: int = Field(default=32, ge=1)
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+
+
+class FleetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    arms: tuple[ArmConfig, ...] = Field(min_length=1)
+    policy_workers: PolicyWorkerConfig = PolicyWorkerConfig()
+    lease_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("arms")
+    @classmethod
+    def _unique(cls, arms: tuple[ArmConfig, ...]) -> tuple[ArmConfig, ...]:
+        names = [a.name for a in arms]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(dupes)}")
+        return arms
+
+
+def load_fleet(path: Path) -> FleetConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise FleetConfigError(f"{path}: cannot read fleet file: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise FleetConfigError(f"{path}: YAML syntax error: {e}".splitlines()[0]) from e
+    try:
+        return FleetConfig.model_validate(data or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise FleetConfigError(f"{path}: field '{loc}': {err['msg']}") from e
