@@ -1,0 +1,230 @@
+"""`evalfleet campaign run`, `fleet serve|stop|status`, `operator confirm`, `demo`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestrator.cli_common import fail, open_store
+
+console = Console()
+fleet_app = typer.Typer(help="Run the fleet: serve all active campaigns, stop arms.",
+                        no_args_is_help=True)
+operator_app = typer.Typer(help="Operator actions at the arms (scene set-up).", no_args_is_help=True)
+
+
+def _ray_init(address: str | None, fleet: Any) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        return
+    stations = {a.station for a in fleet.arms}
+    ray.init(
+        num_cpus=max(2, os.cpu_count() or 2),
+        include_dashboard=False,
+        log_to_driver=False,
+        resources={f"station:{s}": 1000.0 for s in stations},
+    )
+
+
+def _load_fleet(path: Path):  # type: ignore[no-untyped-def]
+    from orchestrator.fleet_config import FleetConfigError, load_fleet
+
+    try:
+        return load_fleet(path)
+    except FleetConfigError as e:
+        fail(str(e))
+
+
+def _stop_flag() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(*_: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        console.print("[yellow]stopping: in-flight episodes are aborted and re-queued[/yellow]")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | None,  # type: ignore[no-untyped-def]
+              title: str, total: int | None = None, lease_s: float | None = None):
+    """Start Ray, run the loop with a progress display, shut down cleanly. Returns stats."""
+    import ray
+
+    from orchestrator.config import get_settings
+    from orchestrator.runner import FleetRunner
+
+    if lease_s is not None:
+        fleet = fleet.model_copy(update={"lease_s": lease_s})
+    _ray_init(address, fleet)
+    stop = _stop_flag()
+    runner = FleetRunner(store, fleet, media_dir=str(get_settings().media_dir),
+                         campaign_ids=campaign_ids)
+    started = time.monotonic()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    try:
+        runner.start()
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(title, total=total, info="")
+
+            def tick(r) -> None:  # type: ignore[no-untyped-def]
+                s = r.stats
+                online = sum(a.online for a in r.arms.values())
+                held = 100.0 * (1 - s.late_steps / s.steps) if s.steps else 100.0
+                cats = " ".join(f"{k}:{v}" for k, v in sorted(s.done_by_category.items()))
+                progress.update(
+                    task, completed=s.recorded,
+                    info=f"arms busy {r.busy_arms()}/{online} online | rate held {held:.1f}% | "
+                         f"aborted {s.aborted}\n  {cats}",
+                )
+
+            runner.run(until_done=until_done, should_stop=stop.is_set, on_tick=tick)
+    finally:
+        runner.shutdown()
+        ray.shutdown()
+    return runner.stats, time.monotonic() - started
+
+
+def campaign_run(
+    campaign: Annotated[str, typer.Argument(help="Campaign name or id.")],
+    fleet: Annotated[Path, typer.Option(help="fleet.yaml naming the arms.")],
+    ray_address: Annotated[str | None, typer.Option(help="Join a Ray cluster (default: local).")]
+    = None,
+    lease_s: Annotated[float | None, typer.Option(help="Trial lease length in seconds.")] = None,
+) -> None:
+    """Run one campaign on the fleet until every trial has a counted episode.
+
+    Safe to run again after a crash: expired leases return to the queue and nothing is
+    counted twice."""
+    from orchestrator.store.campaigns import CampaignError, get_campaign
+    from orchestrator.store.queries import list_campaigns
+
+    cfg = _load_fleet(fleet)
+    store = open_store()
+    with store:
+        try:
+            with store.read() as s:
+                c = get_campaign(s, campaign)
+                (summary,) = list_campaigns(s, [c.id])
+        except CampaignError as e:
+            fail(str(e))
+        if summary.status in ("done", "cancelled"):
+            fail(f"campaign {summary.name} is {summary.status}; nothing to run")
+        if summary.status == "paused":
+            fail(f"campaign {summary.name} is paused: `evalfleet campaign resume {summary.name}`")
+        stats, dt = run_fleet(store, cfg, campaign_ids=[c.id], until_done=True,
+                              address=ray_address, title=summary.name,
+                              total=summary.trials - summary.cancelled - summary.done,
+                              lease_s=lease_s)
+    console.print(f"{stats.recorded} episodes recorded, {stats.aborted} aborted in {dt:.0f} s; "
+                  f"`evalfleet report {summary.name}` for the results")
+
+
+@fleet_app.command("serve")
+def fleet_serve(
+    fleet: Annotated[Path, typer.Option(help="fleet.yaml naming the arms.")],
+    ray_address: Annotated[str | None, typer.Option(help="Join a Ray cluster.")] = None,
+) -> None:
+    """Serve every active campaign by priority (then age) until stopped (Ctrl-C).
+
+    Staff steer it through the store: `evalfleet campaign create|pause|resume|priority|cancel`
+    or the dashboard's Campaigns page."""
+    cfg = _load_fleet(fleet)
+    store = open_store()
+    with store:
+        stats, dt = run_fleet(store, cfg, campaign_ids=None, until_done=False,
+                              address=ray_address, title="fleet")
+    console.print(f"served {stats.recorded} episodes in {dt:.0f} s")
+
+
+@fleet_app.command("stop")
+def fleet_stop(
+    arm: Annotated[str | None, typer.Argument(help="Arm name; all arms when omitted.")] = None,
+    fleet: Annotated[Path, typer.Option(help="fleet.yaml naming the arms.")] = Path("fleet.yaml"),
+    reason: Annotated[str, typer.Option(help="Recorded with the e-stop.")] = "evalfleet fleet stop",
+) -> None:
+    """E-stop arms now, straight through each bridge (no Ray in the path). Latches until
+    re-armed at the bridge."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from robots.client import BridgeClient, CurveClientKeys
+
+    cfg = _load_fleet(fleet)
+    arms = [a for a in cfg.arms if arm is None or a.name == arm]
+    if not arms:
+        fail(f"no arm {arm!r} in {fleet}: arms are {', '.join(a.name for a in cfg.arms)}")
+
+    def stop_one(a) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        keys = (CurveClientKeys(a.curve.client_secret, a.curve.server_public)
+                if a.curve else None)
+        try:
+            with BridgeClient(a.endpoint, timeout_ms=150, curve=keys, name="evalfleet-stop") as c:
+                c.estop(reason)
+            return a.name, "e-stopped"
+        except Exception as e:  # noqa: BLE001 - reported per arm
+            return a.name, f"FAILED: {e}"
+
+    with ThreadPoolExecutor(max_workers=len(arms)) as ex:
+        results = list(ex.map(stop_one, arms))
+    bad = 0
+    for name, status in results:
+        bad += status.startswith("FAILED")
+        console.print(f"{name}: {status}")
+    try:
+        from orchestrator.store.campaigns import log_event
+
+        store = open_store()
+        with store, store.write() as s:
+            log_event(s, "estop_requested", actor="cli", robot=arm or "all", results=dict(results))
+    except (typer.Exit, Exception):  # noqa: BLE001 - the e-stop itself must not depend on SQL
+        pass
+    if bad:
+        raise typer.Exit(1)
+
+
+@operator_app.command("confirm")
+def operator_confirm(
+    arm: Annotated[str, typer.Argument(help="Arm whose scene is now set up.")],
+    by: Annotated[str, typer.Option(help="Operator name (audit log).")] = "operator",
+) -> None:
+    """Confirm that the scene an arm asked for is set up and the workspace is clear."""
+    from sqlalchemy import select
+
+    from orchestrator.store.campaigns import log_event
+    from orchestrator.store.models import Robot
+
+    store = open_store()
+    with store, store.write() as s:
+        robot = s.scalar(select(Robot).where(Robot.name == arm))
+        if robot is None:
+            fail(f"no arm named {arm!r} in the store")
+        log_event(s, "operator_confirmed", actor=by, robot_id=robot.id, robot=arm)
+    console.print(f"{arm}: scene confirmed by {by}")
+
+
+def register(app: typer.Typer) -> None:
+    from orchestrator.cli_campaign import campaign_app
+    from orchestrator.demo import demo_command
+
+    campaign_app.command("run")(campaign_run)
+    app.add_typer(fleet_app, name="fleet")
+    app.add_typer(operator_app, name="operator")
+    app.command("demo")(demo_command)
