@@ -55,6 +55,9 @@ class EpisodeResult:
     sim_success: bool | None = None
     late_steps: int = 0
     fault: str | None = None  # arm | policy | other: who caused an abort
+    # per-step timing in ms (benchmarks; not stored): wake (slot -> loop awake), step (slot ->
+    # command acknowledged), inference (model), policy (whole policy call), observe, act
+    timing: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class EpisodeResult:
             "sim_success": self.sim_success,
             "late_steps": self.late_steps,
             "fault": self.fault,
+            "timing": self.timing,
         }
 
 
@@ -135,6 +139,9 @@ def run_episode(
     terminated_by = "max_steps"
     sim_success: bool | None = None
     deadline = time.monotonic() + spec.timeout_s
+    timing: dict[str, list[float]] = {
+        k: [] for k in ("wake", "observe", "policy", "inference", "act", "step")
+    }
     try:
         next_slot = time.perf_counter()
         for idx in range(spec.max_steps):
@@ -166,6 +173,12 @@ def run_episode(
             sent_wall = time.time_ns() + client.clock_offset_ns
             result = client.act(action)
             t_act = time.perf_counter()
+            timing["wake"].append((t0 - slot_start) * 1e3)
+            timing["observe"].append((t_obs - t0) * 1e3)
+            timing["policy"].append((t_pol - t_obs) * 1e3)
+            timing["inference"].append(reply.inference_s * 1e3)
+            timing["act"].append((t_act - t_pol) * 1e3)
+            timing["step"].append((t_act - slot_start) * 1e3)
             is_late = t_pol > slot_start + period  # command left after this step's deadline
             late += is_late
             if recorder is not None:
@@ -214,6 +227,7 @@ def run_episode(
             media=media,
             sim_success=sim_success,
             late_steps=late,
+            timing=timing,
         )
     except BridgeCommandError as e:  # the bridge refused a command: the arm itself is fine
         _try_hold(client)

@@ -144,7 +144,7 @@ def test_fuzz_bridge_survives_counts_and_keeps_serving(bridge):
                     codes[h["code"]] = codes.get(h["code"], 0) + 1
                 sent += len(msgs)
 
-            while sent < N_MESSAGES:
+            while sent < N_MESSAGES or watchdog_checks < 3:
                 # a well-formed episode interleaved with the garbage
                 episode += 1
                 eid = f"ep-{episode}"
