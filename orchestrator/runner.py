@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -30,7 +32,7 @@ from orchestrator.scheduler import ArmState, assign, backoff_s
 from orchestrator.store import queue as q
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.db import Store
-from orchestrator.store.models import Campaign, Event, Robot, Trial, utcnow
+from orchestrator.store.models import Campaign, Episode, Event, Robot, Trial, utcnow
 
 log = logging.getLogger("evalfleet.runner")
 
@@ -97,6 +99,7 @@ class FleetRunner:
         self.stats = RunStats()
         self._last_renew = 0.0
         self._t0 = time.monotonic()
+        self._sweep_due = False
 
     # -- store access with retry ---------------------------------------------------------------
     def _db(self, fn: Callable[[Any], Any]) -> Any:
@@ -119,6 +122,7 @@ class FleetRunner:
             return ids
 
         ids = self._db(upsert)
+        self.sweep_media()
         for a in self.fleet.arms:
             self.arms[a.name] = Arm(cfg=a, robot_id=ids[a.name])
         for arm in self.arms.values():
@@ -230,6 +234,7 @@ class FleetRunner:
             else:
                 time.sleep(0.2)
         self._db(lambda s: q.finish_campaigns_if_done(s))
+        self.sweep_media()
 
     def _schedule(self) -> None:
         states = [
@@ -247,7 +252,8 @@ class FleetRunner:
             return
 
         def lease(s):  # type: ignore[no-untyped-def]
-            q.reclaim_expired_leases(s)
+            if q.reclaim_expired_leases(s):
+                self._sweep_due = True  # their actors may have finished files after all
             cands = q.pending_candidates(s, limit=200, campaign_ids=self.campaign_ids)
             plan = assign(cands, states)
             out = []
@@ -264,7 +270,11 @@ class FleetRunner:
                 out.append((arm, trial, eid, a.reuses_setup))
             return out
 
-        for arm, trial, eid, reused in self._db(lease):
+        self._sweep_due = False
+        leased = self._db(lease)
+        if self._sweep_due:
+            self.sweep_media()
+        for arm, trial, eid, reused in leased:
             scene = {**trial.scene, "seed": trial.scene_seed, "instruction": trial.instruction,
                      "skill": trial.skill}
             arm.job = Job(trial=trial, episode_id=eid, phase="prepare", scene=scene)
@@ -412,6 +422,51 @@ class FleetRunner:
             arm.next_probe = time.monotonic() + backoff_s(arm.failures)
             self._set_robot(arm, "offline", {**arm.info, "error": reason[:300]})
 
+    def sweep_media(self) -> int:
+        """Remove media that no recorded episode owns, so that every file has its row.
+
+        Such files come from episodes closed as aborted while their RobotActor still ran:
+        a timed-out episode, or the in-flight episodes of an orchestrator that was killed
+        (Ray tears its actors down a moment later; a lease expiry aborts their rows), and
+        `*.partial` leftovers of writers that crashed. Files of episodes still running (on
+        any orchestrator) and of ids this store does not know are left alone. Only the media
+        dir of this node is swept (RobotActors on other nodes write to theirs).
+        """
+        root = Path(self.media_dir)
+        if not root.is_dir():
+            return 0
+        files: dict[int, list[Path]] = {}
+        for p in root.rglob("episode-*"):
+            m = _MEDIA_NAME.match(p.name)
+            if m and p.is_file():
+                files.setdefault(int(m.group(1)), []).append(p)
+        if not files:
+            return 0
+
+        def owned(s):  # type: ignore[no-untyped-def]
+            out = {}
+            ids = sorted(files)
+            for i in range(0, len(ids), 500):
+                for eid, status, media in s.execute(
+                    select(Episode.id, Episode.status, Episode.media)
+                    .where(Episode.id.in_(ids[i:i + 500]))
+                ):
+                    out[eid] = (status, {m["uri"] for m in media or []})
+            return out
+
+        rows = self._db(owned)
+        removed = 0
+        for eid, paths in files.items():
+            if eid not in rows or rows[eid][0] == "running":
+                continue
+            for p in paths:
+                if p.relative_to(root).as_posix() not in rows[eid][1]:
+                    p.unlink(missing_ok=True)
+                    removed += 1
+                    log.warning("removed media %s: episode %d is %s and does not own it",
+                                p, eid, rows[eid][0])
+        return removed
+
     def _renew_leases(self) -> None:
         if time.monotonic() - self._last_renew < self.lease_s / 4:
             return
@@ -433,6 +488,9 @@ class FleetRunner:
         for pool in self.workers.values():
             for w in pool:
                 ray.kill(w)
+
+
+_MEDIA_NAME = re.compile(r"^episode-(\d+)-.*\.mp4(\.partial)?$")
 
 
 def _actor_died(e: BaseException) -> bool:

@@ -168,6 +168,10 @@ def outcome_counts(
     if not campaign_ids:
         return []
     where, params = _outcome_filters(campaign_ids, robots, stations, since, until)
+    if s.get_bind().dialect.name == "postgresql":
+        # The planner cannot estimate the few groups of the CASE outcome and plans a sort
+        # that spills at the default 4 MB; with room it hash-aggregates in memory.
+        s.execute(text("SET LOCAL work_mem = '32MB'"))
     sql = (
         "SELECT policy, blind_code, category, difficulty, outcome, outcome_source, COUNT(*) "
         f"FROM v_episode_outcomes WHERE {where} "

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from orchestrator.store.campaigns import log_event
@@ -295,19 +296,33 @@ def add_steps(s: Session, rows: Sequence[dict[str, Any]]) -> int:
     dialect = conn.dialect.name
     cols = ", ".join(STEP_COLUMNS)
     raw = conn.connection.dbapi_connection
-    if dialect == "postgresql":
-        with raw.cursor() as cur, cur.copy(f"COPY steps ({cols}) FROM STDIN") as copy:
-            for t in tuples:
-                copy.write_row(t)
-    elif dialect == "sqlite":
-        marks = ", ".join("?" for _ in STEP_COLUMNS)
-        cur = raw.cursor()
-        try:
-            cur.executemany(f"INSERT INTO steps ({cols}) VALUES ({marks})", tuples)
-        finally:
-            cur.close()
-    else:  # any other SQLAlchemy dialect: portable executemany
-        s.execute(insert(Step), list(rows))
+    dbapi = conn.dialect.loaded_dbapi
+    sql = ""
+    try:
+        if dialect == "postgresql":
+            sql = f"COPY steps ({cols}) FROM STDIN"
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                for t in tuples:
+                    copy.write_row(t)
+        elif dialect == "sqlite":
+            marks = ", ".join("?" for _ in STEP_COLUMNS)
+            sql = f"INSERT INTO steps ({cols}) VALUES ({marks})"
+            cur = raw.cursor()
+            try:
+                cur.executemany(sql, tuples)
+            finally:
+                cur.close()
+        else:  # any other SQLAlchemy dialect: portable executemany
+            s.execute(insert(Step), list(rows))
+    except dbapi.Error as e:
+        # The raw DBAPI path bypasses SQLAlchemy's error handling: wrap the driver's error
+        # as SQLAlchemy would (OperationalError for a lost connection, IntegrityError, ...)
+        # and invalidate a dead connection, so callers (Store.retrying) treat it alike.
+        lost = conn.dialect.is_disconnect(e, raw, None)
+        if lost:
+            conn.invalidate(e)
+        raise sa_exc.DBAPIError.instance(sql, None, e, dbapi.Error, connection_invalidated=lost,
+                                         dialect=conn.dialect) from e
     return len(rows)
 
 

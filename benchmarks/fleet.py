@@ -1,0 +1,461 @@
+"""Fleet benchmark: N simulated arms sharing one policy worker, at a fixed control rate.
+
+    .venv/bin/python benchmarks/fleet.py                 # everything -> benchmarks/results/fleet.json
+    .venv/bin/python benchmarks/fleet.py --quick         # shorter runs, no campaign
+    .venv/bin/python benchmarks/fleet.py --only fleet --arms 16 --seconds 30
+
+Sections (each in the same run, so they see the same machine load):
+
+1. `micro`: the costs a step is built from: the bare bridge round trip (observe + act against
+   one sim bridge, from this process), a sync Ray actor call with and without a 256x256
+   frame as argument, and video encoding per frame (PyAV libx264 ultrafast).
+2. `fleet`: 1, 4, 8, 16 sim arms (each its own bridge process) driven by RobotActors against
+   ONE PolicyWorker running the trivial `random` policy. Per arm: control rate held vs the
+   target, deadline misses (the command was acknowledged by the arm after the step's slot
+   ended), and the per-step orchestration overhead = (slot start -> command acknowledged)
+   minus the model's own inference time: it includes the wake-up delay, observe, the policy
+   call's transport and batching wait, and the act round trip. Modes:
+   - `naive`: the design brief's naive prototype: a minimal loop per arm in its own actor,
+     frames passed as the per-step actor argument of a sync, unbatched policy actor call;
+     no recording.
+   - `evalfleet`: the real code path (RobotActor.run_episode -> orchestrator.episode), with
+     MP4 recording (`record`) and without (`norecord`).
+3. `campaign`: `evalfleet campaign run` in a subprocess against 4 already-running sim bridges
+   (as in a lab, the bridges run next to the arms): time from process start to the first
+   step's `command_wall_ns` in the store, and episodes per hour for the demo campaign
+   (rt2_generalization; oracle, vision heuristic, random; 1 trial per task).
+
+Targets (2-core machine): 16 arms hold 5 Hz and 8 arms hold 10 Hz with < 1 % missed
+deadlines and overhead p99 <= 20 ms; first action <= 15 s after `campaign run` starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+import ray  # noqa: E402
+
+from orchestrator.actors.policy import PolicyWorker  # noqa: E402
+from orchestrator.actors.robot import RobotActor, station_resource  # noqa: E402
+from orchestrator.simfleet import SimFleet  # noqa: E402
+
+SCENE = {
+    "skill": "pick", "target": "coke_can", "objects": ["coke_can"],
+    "distractors": ["apple", "sponge"], "background": "wood", "environment": "kitchen_a",
+    "instruction": "pick coke can", "seed": 1,
+}
+RANDOM = {"name": "random", "kind": "random", "options": {}}
+TARGETS = {16: 5.0, 8: 10.0}  # arms -> control rate that must hold
+DEFAULT_RATES = {1: 10.0, 4: 10.0, 8: 10.0, 16: 5.0}
+
+
+def pct(a: Any, q: float) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return round(float(np.percentile(a, q)), 3) if a.size else float("nan")
+
+
+class CpuMeter:
+    """System-wide CPU busy fraction between start() and stop() (from /proc/stat)."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + vals[4]
+        return sum(vals), idle
+
+    def __enter__(self) -> CpuMeter:
+        self.t0, self.i0 = self._read()
+        self.load0 = os.getloadavg()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t1, i1 = self._read()
+        self.busy = round(1 - (i1 - self.i0) / max(1, t1 - self.t0), 3)
+        self.load1 = os.getloadavg()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu_busy": self.busy, "loadavg_before": [round(x, 2) for x in self.load0],
+                "loadavg_after": [round(x, 2) for x in self.load1]}
+
+
+class ProcCpu:
+    """CPU seconds used by this process and all its descendants (the sim bridges, Ray's
+    raylet/GCS and workers), by role: a load-independent cost per step, unlike wall time."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def snapshot(cls) -> dict[int, tuple[str, float]]:
+        me = os.getpid()
+        parent: dict[int, int] = {}
+        info: dict[int, tuple[str, float]] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            rest = st[st.rfind(")") + 2:].split()
+            parent[int(d)] = int(rest[1])
+            info[int(d)] = (cmd, (int(rest[11]) + int(rest[12])) / cls.TICK)
+        out = {}
+        for pid, (cmd, cpu) in info.items():
+            p, hops = pid, 0
+            while p not in (0, 1, me) and hops < 20:
+                p, hops = parent.get(p, 0), hops + 1
+            if p == me:
+                out[pid] = (cls.role(pid, cmd), cpu)
+        return out
+
+    @staticmethod
+    def role(pid: int, cmd: str) -> str:
+        if pid == os.getpid():
+            return "driver"
+        for key, role in (("robots.cli", "bridges"), ("raylet", "raylet"), ("gcs_server", "gcs"),
+                          ("RobotActor", "robot_actors"), ("NaiveArm", "robot_actors"),
+                          ("PolicyWorker", "policy_worker"), ("NaiveWorker", "policy_worker")):
+            if key in cmd:
+                return role
+        return "other_ray"
+
+    def __enter__(self) -> ProcCpu:
+        self.a = self.snapshot()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        b = self.snapshot()
+        out: dict[str, float] = {}
+        for pid, (role, cpu) in b.items():
+            role = role if role != "other_ray" else self.a.get(pid, (role, 0))[0]
+            out[role] = out.get(role, 0.0) + cpu - self.a.get(pid, (role, 0.0))[1]
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+# --- 1. micro ---------------------------------------------------------------------------------
+
+@ray.remote(num_cpus=0)
+class Echo:
+    def call(self, x: Any) -> int:
+        return 1
+
+
+def micro(fleet: SimFleet, n: int) -> dict[str, Any]:
+    from robots.client import BridgeClient
+    from robots.types import Action
+
+    out: dict[str, Any] = {}
+    ep = fleet.endpoints[fleet.arm_names()[0]]["endpoint"]
+    with BridgeClient(ep, timeout_ms=2000) as c:
+        c.hello()
+        c.reset(SCENE, "micro")
+        obs_ms, act_ms = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c.observe()
+            t1 = time.perf_counter()
+            c.act(Action.from_continuous((0.0,) * 6 + (1.0,)))
+            t2 = time.perf_counter()
+            obs_ms.append((t1 - t0) * 1e3)
+            act_ms.append((t2 - t1) * 1e3)
+        c.end_episode()
+    out["bridge_observe_ms"] = {"p50": pct(obs_ms, 50), "p99": pct(obs_ms, 99)}
+    out["bridge_act_ms"] = {"p50": pct(act_ms, 50), "p99": pct(act_ms, 99)}
+    both = np.add(obs_ms, act_ms)
+    out["bridge_observe_plus_act_ms"] = {"p50": pct(both, 50), "p99": pct(both, 99)}
+
+    e = Echo.remote()
+    ray.get(e.call.remote(0))
+    frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    for label, arg in (("ray_call_noarg_ms", 0), ("ray_call_frame256_ms", frame)):
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            ray.get(e.call.remote(arg))
+            ts.append((time.perf_counter() - t0) * 1e3)
+        out[label] = {"p50": pct(ts, 50), "p99": pct(ts, 99)}
+    ray.kill(e)
+
+    from orchestrator.recording import VideoWriter
+
+    with tempfile.TemporaryDirectory() as d:
+        w = VideoWriter(Path(d), "x.mp4", "main", 5.0)
+        from robots.drivers.sim import SimDriver
+        from robots.types import SceneSpec
+
+        sim = SimDriver()
+        sim.reset(SceneSpec.from_dict(SCENE))
+        frames = []
+        for i in range(60):
+            sim.apply(Action.from_continuous((0.01 * (i % 5 - 2), 0.01, 0.0, 0, 0, 0, 1.0)))
+            frames.append(sim.observe().frames["main"])
+        ts = []
+        for f in frames:
+            t0 = time.perf_counter()
+            w.add(f)
+            ts.append((time.perf_counter() - t0) * 1e3)
+        w.finish()
+    out["encode_frame256_ms"] = {"p50": pct(ts[5:], 50), "p99": pct(ts[5:], 99)}
+    return out
+
+
+# --- 2. fleet ---------------------------------------------------------------------------------
+
+@ray.remote(num_cpus=0)
+class NaiveWorker:
+    """The naive prototype's policy actor: sync, one call = one arm = one model call."""
+
+    def __init__(self) -> None:
+        from policies.registry import build_policy
+
+        self.policy = build_policy(RANDOM)
+
+    def act(self, frame: np.ndarray, proprio: tuple, instruction: str, arm: str) -> tuple:
+        from policies.base import PolicyInput
+
+        t0 = time.perf_counter()
+        res = self.policy.act([PolicyInput({"main": frame}, proprio, instruction, None, arm)])
+        return res.outputs[0].action, time.perf_counter() - t0
+
+
+@ray.remote(num_cpus=0)
+class NaiveArm:
+    """The naive prototype's robot loop: observe -> ray.get(policy(frame)) -> act."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        from robots.client import BridgeClient
+
+        self.name = name
+        self.c = BridgeClient(endpoint, timeout_ms=2000)
+        self.c.hello()
+
+    def run(self, worker: Any, hz: float, steps: int) -> dict[str, Any]:
+        self.c.reset(SCENE, f"naive-{time.time_ns()}")
+        period = 1.0 / hz
+        timing: dict[str, list[float]] = {k: [] for k in ("wake", "inference", "step")}
+        late = 0
+        walls = []
+        nxt = time.perf_counter()
+        for _ in range(steps):
+            while (dt := nxt - time.perf_counter()) > 0:
+                time.sleep(dt)
+            t0 = time.perf_counter()
+            obs = self.c.observe()
+            action, inf_s = ray.get(worker.act.remote(obs.frames["main"], tuple(obs.proprio),
+                                                      SCENE["instruction"], self.name))
+            t_pol = time.perf_counter()
+            walls.append(time.time_ns())
+            self.c.act(action)
+            t1 = time.perf_counter()
+            late += t_pol > nxt + period
+            timing["wake"].append((t0 - nxt) * 1e3)
+            timing["inference"].append(inf_s * 1e3)
+            timing["step"].append((t1 - nxt) * 1e3)
+            nxt += period
+            if nxt < time.perf_counter() - period:
+                nxt = time.perf_counter()
+        self.c.end_episode()
+        return {"timing": timing, "late_steps": late, "walls": walls}
+
+
+def arm_config(fleet: SimFleet, name: str) -> dict[str, Any]:
+    return {"name": name, "endpoint": fleet.endpoints[name]["endpoint"], "station": "default",
+            "capabilities": ["drawer"], "curve": None, "timeout_ms": 2000}
+
+
+def summarize_arm(timing: dict[str, list[float]], walls: list[int], hz: float) -> dict[str, Any]:
+    period_ms = 1e3 / hz
+    step = np.asarray(timing["step"])
+    inf = np.asarray(timing["inference"])
+    overhead = step - inf
+    n = len(step)
+    achieved = (n - 1) / ((walls[-1] - walls[0]) / 1e9) if n > 1 else 0.0
+    missed = int((step > period_ms).sum())
+    return {
+        "steps": n,
+        "achieved_hz": round(achieved, 3),
+        "missed": missed,
+        "overhead": overhead,
+        "inference": inf,
+        "wake": np.asarray(timing["wake"]),
+        "observe": np.asarray(timing.get("observe", [])),
+        "policy": np.asarray(timing.get("policy", [])),
+        "act": np.asarray(timing.get("act", [])),
+    }
+
+
+def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode: str,
+                   media_dir: str) -> dict[str, Any]:
+    names = fleet.arm_names()[:n_arms]
+    steps = max(5, int(round(seconds * hz)))
+    warm_steps = max(3, int(hz))
+    results: list[dict[str, Any]] = []
+    if mode == "naive":
+        worker = NaiveWorker.remote()
+        arms = [NaiveArm.options(resources={station_resource("default"): 0.001}).remote(
+            fleet.endpoints[nm]["endpoint"], nm) for nm in names]
+        ray.get([a.run.remote(worker, hz, warm_steps) for a in arms])  # warm-up
+        with CpuMeter() as cpu, ProcCpu() as pc:
+            outs = ray.get([a.run.remote(worker, hz, steps) for a in arms], timeout=seconds * 5 + 60)
+            cpu_s = pc.stop()
+        for o in outs:
+            results.append(summarize_arm(o["timing"], o["walls"], hz))
+    else:
+        record = mode == "record"
+        worker = PolicyWorker.options(num_cpus=0.5, max_concurrency=1000).remote(RANDOM, 32, 2.0)
+        arms = [RobotActor.options(resources={station_resource("default"): 0.001}).remote(
+            arm_config(fleet, nm), media_dir) for nm in names]
+        ray.get([a.hello.remote() for a in arms])
+
+        def episode(eid0: int, k: int) -> list[dict[str, Any]]:
+            ray.get([a.prepare.remote(SCENE, f"ep-{eid0 + i}") for i, a in enumerate(arms)])
+            specs = [{"episode_id": eid0 + i, "campaign": "bench", "instruction": SCENE["instruction"],
+                      "max_steps": k, "control_hz": hz, "needs_privileged": False,
+                      "timeout_s": k / hz * 3 + 30, "record": record} for i in range(len(arms))]
+            outs = ray.get([a.run_episode.remote(s, worker) for a, s in zip(arms, specs)],
+                           timeout=k / hz * 5 + 60)
+            for o in outs:
+                if o["status"] != "recorded":
+                    raise RuntimeError(f"episode aborted: {o['reason']}")
+            return outs
+
+        episode(1000, warm_steps)
+        with CpuMeter() as cpu, ProcCpu() as pc:
+            outs = episode(2000, steps)
+            cpu_s = pc.stop()
+        for o in outs:
+            walls = [s["command_wall_ns"] for s in o["steps"]]
+            results.append(summarize_arm(o["timing"], walls, hz))
+    for a in arms:
+        ray.kill(a)
+    ray.kill(worker)
+    overhead = np.concatenate([r["overhead"] for r in results])
+    total_steps = sum(r["steps"] for r in results)
+    missed = sum(r["missed"] for r in results)
+    per_arm = [{"steps": r["steps"], "achieved_hz": r["achieved_hz"], "missed": r["missed"],
+                "overhead_p50_ms": pct(r["overhead"], 50), "overhead_p99_ms": pct(r["overhead"], 99)}
+               for r in results]
+    out = {
+        "mode": mode, "arms": n_arms, "target_hz": hz, "seconds": seconds,
+        "steps": total_steps,
+        "achieved_hz_min": min(r["achieved_hz"] for r in results),
+        "achieved_hz_mean": round(statistics.mean(r["achieved_hz"] for r in results), 3),
+        "missed": missed,
+        "miss_pct": round(100.0 * missed / max(1, total_steps), 3),
+        "overhead_p50_ms": pct(overhead, 50),
+        "overhead_p99_ms": pct(overhead, 99),
+        "overhead_p99_worst_arm_ms": max(a["overhead_p99_ms"] for a in per_arm),
+        "overhead_max_ms": pct(overhead, 100),
+        "inference_p50_ms": pct(np.concatenate([r["inference"] for r in results]), 50),
+        "wake_p50_ms": pct(np.concatenate([r["wake"] for r in results]), 50),
+        "wake_p99_ms": pct(np.concatenate([r["wake"] for r in results]), 99),
+        "machine": cpu.to_dict(),
+        "cpu_ms_per_step": {k: round(v * 1e3 / max(1, total_steps), 3)
+                            for k, v in sorted(cpu_s.items())},
+        "per_arm": per_arm,
+    }
+    for part in ("observe", "policy", "act"):
+        vals = np.concatenate([r[part] for r in results])
+        if vals.size:
+            out[f"{part}_p50_ms"], out[f"{part}_p99_ms"] = pct(vals, 50), pct(vals, 99)
+    if n_arms in TARGETS and TARGETS[n_arms] == hz:
+        out["target"] = {
+            "rate_held": out["achieved_hz_min"] >= 0.99 * hz,
+            "miss_lt_1pct": out["miss_pct"] < 1.0,
+            "overhead_p99_le_20ms": out["overhead_p99_ms"] <= 20.0,
+        }
+    return out
+
+
+def print_row(r: dict[str, Any]) -> None:
+    print(f"{r['mode']:>9} {r['arms']:>3} arms @ {r['target_hz']:>4.1f} Hz: held "
+          f"{r['achieved_hz_min']:.2f} (mean {r['achieved_hz_mean']:.2f}) Hz, missed "
+          f"{r['miss_pct']:.2f}%, overhead p50 {r['overhead_p50_ms']:.2f} p99 "
+          f"{r['overhead_p99_ms']:.2f} (worst arm {r['overhead_p99_worst_arm_ms']:.2f}, max "
+          f"{r['overhead_max_ms']:.1f}) ms, inference p50 {r['inference_p50_ms']:.3f} ms, "
+          f"wake p99 {r['wake_p99_ms']:.2f} ms | cpu {r['machine']['cpu_busy']:.0%} load "
+          f"{r['machine']['loadavg_before'][0]}\n      cpu ms/step: "
+          + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_step"].items())
+          + f" = {sum(r['cpu_ms_per_step'].values()):.2f}", flush=True)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="5 s runs, no campaign")
+    ap.add_argument("--only", choices=("micro", "fleet", "campaign"), action="append")
+    ap.add_argument("--arms", default="1,4,8,16")
+    ap.add_argument("--hz", type=float, default=None, help="one rate for every arm count")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--modes", default="naive,record,norecord")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fleet.json"))
+    args = ap.parse_args()
+    sections = set(args.only or ("micro", "fleet", "campaign"))
+    if args.quick:
+        args.seconds = min(args.seconds, 5.0)
+        sections.discard("campaign") if not args.only else None
+    arm_counts = [int(x) for x in args.arms.split(",")]
+    modes = args.modes.split(",")
+    result: dict[str, Any] = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "ray": ray.__version__, "platform": platform.platform(),
+                    "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+    }
+    media = tempfile.TemporaryDirectory(prefix="evalfleet-bench-media-")
+    if sections & {"micro", "fleet"}:
+        with SimFleet(max(arm_counts)) as fleet:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+                     resources={station_resource("default"): 1000.0})
+            try:
+                if "micro" in sections:
+                    result["micro"] = micro(fleet, 300 if args.quick else 1000)
+                    print(json.dumps(result["micro"]), flush=True)
+                if "fleet" in sections:
+                    rows = []
+                    for rep in range(args.repeat):
+                        for n in arm_counts:
+                            hz = args.hz or DEFAULT_RATES.get(n, 5.0)
+                            for mode in modes:
+                                r = fleet_scenario(fleet, n, hz, args.seconds, mode, media.name)
+                                r["repeat"] = rep
+                                print_row(r)
+                                rows.append(r)
+                    result["fleet"] = rows
+            finally:
+                ray.shutdown()
+    result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
