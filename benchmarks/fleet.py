@@ -309,9 +309,9 @@ def summarize_arm(timing: dict[str, list[float]], walls: list[int], hz: float) -
 
 
 def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode: str,
-                   media_dir: str) -> dict[str, Any]:
+                   media_dir: str, phases: str = "spread") -> dict[str, Any]:
     names = fleet.arm_names()[:n_arms]
-    steps = max(5, int(round(seconds * hz)))
+    steps = max(5, round(seconds * hz))
     warm_steps = max(3, int(hz))
     results: list[dict[str, Any]] = []
     if mode == "naive":
@@ -335,7 +335,9 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             ray.get([a.prepare.remote(SCENE, f"ep-{eid0 + i}") for i, a in enumerate(arms)])
             specs = [{"episode_id": eid0 + i, "campaign": "bench", "instruction": SCENE["instruction"],
                       "max_steps": k, "control_hz": hz, "needs_privileged": False,
-                      "timeout_s": k / hz * 3 + 30, "record": record} for i in range(len(arms))]
+                      "timeout_s": k / hz * 3 + 30, "record": record,
+                      "phase": {"aligned": 0.0, "spread": i / len(arms), "none": None}[phases]}
+                     for i in range(len(arms))]
             outs = ray.get([a.run_episode.remote(s, worker) for a, s in zip(arms, specs)],
                            timeout=k / hz * 5 + 60)
             for o in outs:
@@ -360,7 +362,7 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
                 "overhead_p50_ms": pct(r["overhead"], 50), "overhead_p99_ms": pct(r["overhead"], 99)}
                for r in results]
     out = {
-        "mode": mode, "arms": n_arms, "target_hz": hz, "seconds": seconds,
+        "mode": mode, "phases": phases if mode != "naive" else "aligned", "arms": n_arms, "target_hz": hz, "seconds": seconds,
         "steps": total_steps,
         "achieved_hz_min": min(r["achieved_hz"] for r in results),
         "achieved_hz_mean": round(statistics.mean(r["achieved_hz"] for r in results), 3),
@@ -392,7 +394,7 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
 
 
 def print_row(r: dict[str, Any]) -> None:
-    print(f"{r['mode']:>9} {r['arms']:>3} arms @ {r['target_hz']:>4.1f} Hz: held "
+    print(f"{r['mode']:>9} {r['phases']:>7} {r['arms']:>3} arms @ {r['target_hz']:>4.1f} Hz: held "
           f"{r['achieved_hz_min']:.2f} (mean {r['achieved_hz_mean']:.2f}) Hz, missed "
           f"{r['miss_pct']:.2f}%, overhead p50 {r['overhead_p50_ms']:.2f} p99 "
           f"{r['overhead_p99_ms']:.2f} (worst arm {r['overhead_p99_worst_arm_ms']:.2f}, max "
@@ -403,20 +405,241 @@ def print_row(r: dict[str, Any]) -> None:
           + f" = {sum(r['cpu_ms_per_step'].values()):.2f}", flush=True)
 
 
+# --- 2b. policy serving: Ray actor call vs Ray Serve vs the ZeroMQ data plane --------------
+
+@ray.remote(num_cpus=0, max_concurrency=1000)
+class RayBatchingWorker:
+    """The previous design, kept here as the baseline: an async actor batching `act(input)`
+    calls that carry the frames as Ray arguments (object store above 100 KB)."""
+
+    def __init__(self, batch_wait_s: float = 0.002) -> None:
+        import asyncio
+
+        from policies.registry import build_policy
+
+        self.policy = build_policy(RANDOM)
+        self.wait = batch_wait_s
+        self.pending: list = []
+        self.timer = None
+        self.asyncio = asyncio
+
+    async def act(self, inp: Any) -> tuple:
+        loop = self.asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending.append((inp, fut))
+        if self.timer is None:
+            self.timer = loop.call_later(self.wait, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self.timer = None
+        batch, self.pending = self.pending, []
+        res = self.policy.act([b[0] for b in batch])
+        for (_, fut), out in zip(batch, res.outputs, strict=True):
+            fut.set_result((out.action, res.inference_s, len(batch)))
+
+
+@ray.remote(num_cpus=0)
+class ServingCaller:
+    def run(self, kind: str, target: Any, plane: dict | None, hz: float, steps: int,
+            start_wall: float, phase: float, arm: str) -> list[float]:
+        from orchestrator.actors.dataplane import PolicyClient
+        from policies.base import PolicyInput
+
+        frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        inp = PolicyInput({"main": frame}, (0.0,) * 7, SCENE["instruction"], None, arm)
+        client = (PolicyClient(plane["endpoint"], plane["instance"], timeout_s=10)
+                  if kind == "dataplane" else None)
+        period = 1.0 / hz
+        nxt = time.perf_counter() + (start_wall + phase * period - time.time())
+        out = []
+        for _ in range(steps):
+            while (d := nxt - time.perf_counter()) > 0:
+                time.sleep(d)
+            t0 = time.perf_counter()
+            if kind == "dataplane":
+                client.act(inp)
+            elif kind == "serve":
+                target.remote(inp).result(timeout_s=10)
+            else:
+                ray.get(target.act.remote(inp), timeout=10)
+            out.append((time.perf_counter() - t0) * 1e3)
+            nxt += period
+        if client is not None:
+            client.close()
+        return out
+
+
+def serving(n: int, hz: float, seconds: float, kinds: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    callers = [ServingCaller.remote() for _ in range(n)]
+    steps = int(seconds * hz)
+    for kind in kinds:
+        plane, handle = None, None
+        if kind == "serve":
+            try:
+                from ray import serve
+            except ImportError as e:
+                rows.append({"kind": kind, "skipped": f"ray[serve] not installed: {e}"})
+                continue
+            from policies.registry import build_policy
+
+            @serve.deployment(max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+            class ServePolicy:
+                def __init__(self) -> None:
+                    self.policy = build_policy(RANDOM)
+
+                @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+                async def __call__(self, inputs: list) -> list:
+                    res = self.policy.act(inputs)
+                    return [(o.action, res.inference_s, len(inputs)) for o in res.outputs]
+
+            t0 = time.perf_counter()
+            handle = serve.run(ServePolicy.bind(), name="bench-policy", route_prefix=None)
+            start_s = time.perf_counter() - t0
+            target = handle
+        elif kind == "ray_actor":
+            target = RayBatchingWorker.remote()
+        else:
+            target = PolicyWorker.options(num_cpus=0, max_concurrency=1000).remote(RANDOM, 32, 2.0)
+            plane = ray.get(target.reset.remote("warm", "x"))
+        for phases in ("aligned", "spread"):
+            # warm-up, then measure
+            ray.get([c.run.remote(kind, target, plane, hz, 3, time.time() + 0.5, 0.0, f"a{i}")
+                     for i, c in enumerate(callers)])
+            with ProcCpu() as pc:
+                start = time.time() + 0.5
+                lat = ray.get([c.run.remote(kind, target, plane, hz, steps, start,
+                                            i / n if phases == "spread" else 0.0, f"a{i}")
+                               for i, c in enumerate(callers)], timeout=seconds * 5 + 60)
+                cpu = pc.stop()
+            allv = np.concatenate(lat)
+            row = {"kind": kind, "callers": n, "hz": hz, "phases": phases,
+                   "call_p50_ms": pct(allv, 50), "call_p99_ms": pct(allv, 99),
+                   "call_max_ms": pct(allv, 100),
+                   "cpu_ms_per_call": round(sum(cpu.values()) * 1e3 / allv.size, 3),
+                   "loadavg": round(os.getloadavg()[0], 2)}
+            if kind == "serve":
+                row["serve_start_s"] = round(start_s, 2)
+            print(f"serving {kind:>10} {phases:>7} {n} callers @ {hz} Hz: call p50 "
+                  f"{row['call_p50_ms']} p99 {row['call_p99_ms']} ms, cpu/call "
+                  f"{row['cpu_ms_per_call']} ms", flush=True)
+            rows.append(row)
+        if kind == "serve":
+            from ray import serve
+
+            serve.shutdown()
+        else:
+            ray.kill(target)
+    for c in callers:
+        ray.kill(c)
+    return rows
+
+
+# --- 3. campaign ------------------------------------------------------------------------------
+
+DEMO_POLICIES = (("oracle", "oracle"), ("vision-heuristic", "vision_heuristic"), ("random", "random"))
+
+
+def campaign(arms: int, trials: int, protocol: str, task_limit: int | None) -> dict[str, Any]:
+    """`evalfleet campaign run` as a user runs it, in a subprocess, against running bridges."""
+    import yaml
+    from sqlalchemy import Integer, cast, func, select
+
+    from orchestrator.store import migrate
+    from orchestrator.store.campaigns import PolicySpec, create_campaign, register_policy
+    from orchestrator.store.db import Store, make_engine
+    from orchestrator.store.models import Campaign, Episode, Step, Trial
+    from protocols.loader import load_protocol, resolve_protocol_path
+
+    home = tempfile.mkdtemp(prefix="evalfleet-bench-campaign-")
+    url = f"sqlite:///{home}/evalfleet.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    store = Store(engine)
+    loaded = load_protocol(resolve_protocol_path(protocol))
+    if task_limit:  # a shorter campaign (an estimate): the protocol's first N tasks
+        from dataclasses import replace as dc_replace
+
+        tasks = loaded.protocol.tasks[:task_limit]
+        loaded = dc_replace(loaded, protocol=loaded.protocol.model_copy(update={"tasks": tasks}))
+    with store.write() as ses:
+        for name, kind in DEMO_POLICIES:
+            register_policy(ses, PolicySpec(name=name, kind=kind, config={"kind": kind, "options": {}}))
+        c = create_campaign(ses, name="bench-demo", loaded=loaded,
+                            policy_names=[p for p, _ in DEMO_POLICIES], trials_per_task=trials, seed=0)
+        cid = c.id
+    n_trials = len(loaded.protocol.tasks) * trials * len(DEMO_POLICIES)
+    env = {**os.environ, "EVALFLEET_HOME": home, "EVALFLEET_DATABASE_URL": url, "COLUMNS": "120"}
+    exe = str(Path(sys.executable).with_name("evalfleet"))
+    with SimFleet(arms) as fleet:
+        cfg = fleet.config()
+        fleet_yaml = Path(home) / "fleet.yaml"
+        fleet_yaml.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        with CpuMeter() as cpu:
+            t0_ns = time.time_ns()
+            proc = subprocess.run([exe, "campaign", "run", "bench-demo", "--fleet", str(fleet_yaml)],
+                                  env=env, capture_output=True, text=True, timeout=3600,
+                                  check=False)
+            t1_ns = time.time_ns()
+    if proc.returncode != 0:
+        raise RuntimeError(f"campaign run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                           f"{proc.stderr[-3000:]}")
+    with store.read() as ses:
+        eps = select(Episode.id).join(Trial, Trial.id == Episode.trial_id).where(
+            Trial.campaign_id == cid)
+        first_cmd, last_cmd, n_steps, n_late = ses.execute(
+            select(func.min(Step.command_wall_ns), func.max(Step.command_wall_ns),
+                   func.count(), func.sum(cast(Step.late, Integer)))
+            .where(Step.episode_id.in_(eps))).one()
+        recorded = ses.scalar(select(func.count()).select_from(Episode).join(Trial).where(
+            Trial.campaign_id == cid, Episode.status == "recorded"))
+        aborted = ses.scalar(select(func.count()).select_from(Episode).join(Trial).where(
+            Trial.campaign_id == cid, Episode.status == "aborted"))
+        status = ses.scalar(select(Campaign.status).where(Campaign.id == cid))
+    engine.dispose()
+    wall_s = (t1_ns - t0_ns) / 1e9
+    steady_s = (last_cmd - first_cmd) / 1e9
+    return {
+        "protocol": protocol, "tasks": len(loaded.protocol.tasks), "policies": [p for p, _ in DEMO_POLICIES],
+        "arms": arms, "trials_per_task": trials, "trials": n_trials, "status": status,
+        "recorded": recorded, "aborted": aborted, "steps": n_steps, "late_steps": int(n_late or 0),
+        "first_action_s": round((first_cmd - t0_ns) / 1e9, 2),
+        "wall_s": round(wall_s, 1),
+        "episodes_per_hour": round(3600 * recorded / wall_s, 1),
+        "episodes_per_hour_steady": round(3600 * recorded / steady_s, 1) if steady_s > 0 else None,
+        "machine": cpu.to_dict(),
+        "cli_tail": proc.stdout.strip().splitlines()[-3:],
+    }
+
+
 # --- main -------------------------------------------------------------------------------------
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 s runs, no campaign")
-    ap.add_argument("--only", choices=("micro", "fleet", "campaign"), action="append")
+    ap.add_argument("--only", choices=("micro", "fleet", "serving", "campaign"), action="append")
+    ap.add_argument("--serve-extra", default=None,
+                    help="a pip --target dir holding ray[serve]'s extra dependencies (not in the "
+                    "project's venv); put on the PYTHONPATH of Ray's workers")
     ap.add_argument("--arms", default="1,4,8,16")
     ap.add_argument("--hz", type=float, default=None, help="one rate for every arm count")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--modes", default="naive,record,norecord")
+    ap.add_argument("--phases", default="spread",
+                    help="evalfleet modes: aligned (every arm on the same slot: worst case for "
+                    "the CPU, best for batching), spread (the runner's default), or both")
+    ap.add_argument("--campaign-arms", type=int, default=4)
+    ap.add_argument("--campaign-tasks", type=int, default=None,
+                    help="only the first N tasks of rt2_generalization (an estimate, said so in the JSON)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fleet.json"))
     args = ap.parse_args()
-    sections = set(args.only or ("micro", "fleet", "campaign"))
+    sections = set(args.only or ("micro", "fleet", "serving", "campaign"))
+    if args.serve_extra:
+        sys.path.append(args.serve_extra)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), str(REPO), args.serve_extra) if p)
     if args.quick:
         args.seconds = min(args.seconds, 5.0)
         sections.discard("campaign") if not args.only else None
@@ -430,7 +653,7 @@ def main() -> None:
                     "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
     }
     media = tempfile.TemporaryDirectory(prefix="evalfleet-bench-media-")
-    if sections & {"micro", "fleet"}:
+    if sections & {"micro", "fleet", "serving"}:
         with SimFleet(max(arm_counts)) as fleet:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
                      resources={station_resource("default"): 1000.0})
@@ -444,13 +667,24 @@ def main() -> None:
                         for n in arm_counts:
                             hz = args.hz or DEFAULT_RATES.get(n, 5.0)
                             for mode in modes:
-                                r = fleet_scenario(fleet, n, hz, args.seconds, mode, media.name)
-                                r["repeat"] = rep
-                                print_row(r)
-                                rows.append(r)
+                                for ph in (args.phases.split(",") if mode != "naive" else ["aligned"]):
+                                    r = fleet_scenario(fleet, n, hz, args.seconds, mode, media.name, ph)
+                                    r["repeat"] = rep
+                                    print_row(r)
+                                    rows.append(r)
                     result["fleet"] = rows
+                if "serving" in sections:
+                    result["serving"] = serving(16, 5.0, min(args.seconds, 10.0),
+                                                ["ray_actor", "dataplane", "serve"])
             finally:
                 ray.shutdown()
+    if "campaign" in sections:
+        c = campaign(args.campaign_arms, 1, "rt2_generalization", args.campaign_tasks)
+        print(f"campaign: {c['recorded']} episodes ({c['aborted']} aborted) of {c['trials']} trials on "
+              f"{c['arms']} arms in {c['wall_s']} s = {c['episodes_per_hour']} episodes/h "
+              f"(steady {c['episodes_per_hour_steady']}); first action {c['first_action_s']} s "
+              f"after `campaign run` started | cpu {c['machine']['cpu_busy']:.0%}", flush=True)
+        result["campaign"] = c
     result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

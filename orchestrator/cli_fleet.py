@@ -28,11 +28,16 @@ def _ray_init(address: str | None, fleet: Any) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         return
     stations = {a.station for a in fleet.arms}
+    # address="local": always a fresh local instance. A bare ray.init() would join whatever
+    # cluster /tmp/ray/ray_current_cluster names (left by `ray start` or a test's Cluster, maybe
+    # long dead), and then refuse our num_cpus/resources.
     ray.init(
+        address="local",
         num_cpus=max(2, os.cpu_count() or 2),
         include_dashboard=False,
         log_to_driver=False,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.actors.dataplane import PolicyUnavailable
 from policies.base import PolicyInput
 from robots.client import BridgeClient, BridgeCommandError, BridgeError
 from robots.types import Action
@@ -33,6 +34,10 @@ class EpisodeSpec:
     needs_privileged: bool
     timeout_s: float
     record: bool = True
+    # Where in the control period this arm steps, as a fraction of it on a wall-clock grid
+    # shared by the fleet (the runner spreads its arms over the period, so that their steps
+    # do not all contend for the CPU at once); None: start right away.
+    phase: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def run_episode(
         k: [] for k in ("wake", "observe", "policy", "inference", "act", "step")
     }
     try:
-        next_slot = time.perf_counter()
+        next_slot = _first_slot(period, spec.phase)
         for idx in range(spec.max_steps):
             if stop.is_set():
                 terminated_by = "stopped"
@@ -217,7 +222,7 @@ def run_episode(
                 break
             next_slot += period
             if next_slot < time.perf_counter() - period:  # fell behind by > a period: resync
-                next_slot = time.perf_counter()
+                next_slot = _first_slot(period, spec.phase)
         client.end_episode()
         media = recorder.finish() if recorder is not None else []
         return EpisodeResult(
@@ -245,7 +250,8 @@ def run_episode(
         _try_hold(client)
         if recorder is not None:
             recorder.discard()
-        fault = "policy" if e.__class__.__module__.startswith("ray") else "other"
+        ray_error = e.__class__.__module__.startswith("ray")
+        fault = "policy" if ray_error or isinstance(e, PolicyUnavailable) else "other"
         return EpisodeResult(
             status="aborted",
             reason=f"arm {arm}: {e.__class__.__name__}: {e}"[:500],
@@ -260,6 +266,17 @@ def _try_hold(client: BridgeClient) -> None:
         client.hold()
     except Exception:  # noqa: BLE001 - best effort; the watchdog is the guarantee
         pass
+
+
+def _first_slot(period: float, phase: float | None) -> float:
+    """The next slot (perf_counter time) on the fleet's wall-clock grid at `phase`."""
+    now = time.perf_counter()
+    if phase is None:
+        return now
+    wall = time.time()
+    offset = (phase % 1.0) * period
+    slot_wall = math.ceil((wall - offset) / period) * period + offset
+    return now + (slot_wall - wall)
 
 
 def _sleep_until(t: float) -> None:

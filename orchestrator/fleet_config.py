@@ -13,6 +13,7 @@
       num_gpus: 0
       max_batch: 32
       batch_wait_ms: 2
+      resources: {policy: 1}                    # optional: Ray custom resources (placement)
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class PolicyWorkerConfig(BaseModel):
     num_cpus: float = Field(default=0.5, ge=0)
     max_batch: int = Field(default=32, ge=1)
     batch_wait_ms: float = Field(default=2.0, ge=0)
+    # Ray custom resources each worker needs, e.g. {"policy": 1} to place workers on the
+    # nodes that declare them (a GPU box) rather than next to the arms.
+    resources: dict[str, float] = Field(default_factory=dict)
 
 
 class FleetConfig(BaseModel):

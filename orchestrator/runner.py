@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -35,6 +34,8 @@ from orchestrator.store.db import Store
 from orchestrator.store.models import Campaign, Episode, Event, Robot, Trial, utcnow
 
 log = logging.getLogger("evalfleet.runner")
+
+ESTOP_PROBE_S = 1.0  # how often an e-stopped arm is asked whether it was re-armed
 
 
 @dataclass
@@ -153,8 +154,17 @@ class FleetRunner:
                 continue
             try:
                 arm.info = ray.get(arm.probe_ref, timeout=1)
-                arm.online, arm.failures = True, 0
-                status, caps = "online", arm.info
+                if arm.info.get("estopped"):
+                    # Reachable but latched: every reset would be refused and burn a trial's
+                    # attempt. Keep it out of scheduling; look again soon for the re-arm.
+                    arm.online = False
+                    arm.failures += 1
+                    arm.next_probe = time.monotonic() + min(ESTOP_PROBE_S,
+                                                            backoff_s(arm.failures))
+                    status, caps = "estopped", arm.info
+                else:
+                    arm.online, arm.failures = True, 0
+                    status, caps = "online", arm.info
             except Exception as e:  # noqa: BLE001 - bridge down: offline, probe with backoff
                 arm.online = False
                 arm.failures += 1
@@ -189,7 +199,8 @@ class FleetRunner:
             }
             pool = [
                 PolicyWorker.options(
-                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_concurrency=1000
+                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_concurrency=1000,
+                    resources=dict(cfg.resources) or None,
                 ).remote(config, cfg.max_batch, cfg.batch_wait_ms)
                 for _ in range(cfg.replicas)
             ]
@@ -363,6 +374,8 @@ class FleetRunner:
             "needs_privileged": bool(meta.get("needs_privileged")),
             "timeout_s": self._timeout(job.trial),
             "record": self.record,
+            # spread the arms over the control period (docs/architecture.md, "The control loop")
+            "phase": list(self.arms).index(arm.cfg.name) / len(self.arms),
         }
         job.phase, job.started = "run", time.monotonic()
         job.ref = arm.actor.run_episode.remote(spec, worker)
@@ -381,7 +394,10 @@ class FleetRunner:
         job = arm.job
         assert job is not None
         if result["status"] != "recorded":
-            self._abort(arm, result.get("reason") or "aborted", offline=result.get("fault") == "arm")
+            # "arm": the bridge failed; "command": it refused a command (an e-stop latched
+            # mid-episode, ...): either way probe the arm before it gets more work.
+            self._abort(arm, result.get("reason") or "aborted",
+                        offline=result.get("fault") in ("arm", "command"))
             if result.get("fault") == "policy":
                 self._check_worker(job.trial.policy_id)
             return
@@ -423,48 +439,47 @@ class FleetRunner:
             self._set_robot(arm, "offline", {**arm.info, "error": reason[:300]})
 
     def sweep_media(self) -> int:
-        """Remove media that no recorded episode owns, so that every file has its row.
+        """Remove the media files of aborted episodes, so that every file has its row.
 
         Such files come from episodes closed as aborted while their RobotActor still ran:
         a timed-out episode, or the in-flight episodes of an orchestrator that was killed
         (Ray tears its actors down a moment later; a lease expiry aborts their rows), and
-        `*.partial` leftovers of writers that crashed. Files of episodes still running (on
-        any orchestrator) and of ids this store does not know are left alone. Only the media
-        dir of this node is swept (RobotActors on other nodes write to theirs).
+        `*.partial` leftovers of writers that crashed. Only files at the names the recorder
+        gives an aborted episode of this store are touched (its campaign dir and episode id),
+        never those of running or recorded episodes nor anything else in the dir; only this
+        node's media dir is swept (RobotActors on other nodes write to theirs).
         """
+        from orchestrator.recording import _safe
+
         root = Path(self.media_dir)
         if not root.is_dir():
             return 0
-        files: dict[int, list[Path]] = {}
-        for p in root.rglob("episode-*"):
-            m = _MEDIA_NAME.match(p.name)
-            if m and p.is_file():
-                files.setdefault(int(m.group(1)), []).append(p)
-        if not files:
-            return 0
 
-        def owned(s):  # type: ignore[no-untyped-def]
-            out = {}
-            ids = sorted(files)
-            for i in range(0, len(ids), 500):
-                for eid, status, media in s.execute(
-                    select(Episode.id, Episode.status, Episode.media)
-                    .where(Episode.id.in_(ids[i:i + 500]))
-                ):
-                    out[eid] = (status, {m["uri"] for m in media or []})
-            return out
+        def aborted(s):  # type: ignore[no-untyped-def]
+            return s.execute(
+                select(Episode.id, Campaign.name)
+                .join(Trial, Trial.id == Episode.trial_id)
+                .join(Campaign, Campaign.id == Trial.campaign_id)
+                .where(Episode.status == "aborted")
+            ).all()
 
-        rows = self._db(owned)
+        by_folder: dict[str, set[int]] = {}
+        for eid, campaign in self._db(aborted):
+            by_folder.setdefault(_safe(campaign), set()).add(eid)
         removed = 0
-        for eid, paths in files.items():
-            if eid not in rows or rows[eid][0] == "running":
+        for folder, ids in by_folder.items():
+            try:
+                entries = list(os.scandir(root / folder))
+            except FileNotFoundError:
                 continue
-            for p in paths:
-                if p.relative_to(root).as_posix() not in rows[eid][1]:
-                    p.unlink(missing_ok=True)
+            for entry in entries:  # one listing per folder: episode-00000042-main.mp4[.partial]
+                name = entry.name
+                if (name.startswith("episode-") and entry.is_file()
+                        and name[8:].split("-", 1)[0].isdigit()
+                        and int(name[8:].split("-", 1)[0]) in ids):
+                    Path(entry.path).unlink(missing_ok=True)
                     removed += 1
-                    log.warning("removed media %s: episode %d is %s and does not own it",
-                                p, eid, rows[eid][0])
+                    log.warning("removed %s: its episode was aborted", entry.path)
         return removed
 
     def _renew_leases(self) -> None:
@@ -488,9 +503,6 @@ class FleetRunner:
         for pool in self.workers.values():
             for w in pool:
                 ray.kill(w)
-
-
-_MEDIA_NAME = re.compile(r"^episode-(\d+)-.*\.mp4(\.partial)?$")
 
 
 def _actor_died(e: BaseException) -> bool:

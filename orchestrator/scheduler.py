@@ -15,7 +15,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.store.queue import TrialCandidate
+
+@dataclass(frozen=True)
+class TrialCandidate:
+    """A pending trial, with what the scheduler needs to place it on an arm."""
+
+    trial_id: int
+    campaign_id: int
+    campaign_priority: int
+    campaign_created_ns: int
+    plan_order: int
+    task_key: str
+    station_needs: tuple[str, ...]
+    scene_key: str  # equal keys = same physical setup (objects, background, environment)
+    policy_name: str
+    policy_id: int
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ class SimFleet:
     def start_arm(self, name: str) -> None:
         ready = Path(self._tmp.name) / f"{name}.json"
         ready.unlink(missing_ok=True)
-        log = open(Path(self._tmp.name) / f"{name}.log", "ab")  # noqa: SIM115 - owned by the proc
         cmd = [
             sys.executable, "-m", "robots.cli", "bridge", "serve",
             "--driver", self.driver,
@@ -67,9 +66,10 @@ class SimFleet:
             *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.procs[name] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        with open(Path(self._tmp.name) / f"{name}.log", "ab") as log:  # the child keeps a copy
+            self.procs[name] = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if ready.exists():

@@ -1,33 +1,29 @@
 """PolicyWorker: one shared inference service per campaign policy, batching across arms.
 
-An async Ray actor. Every arm's RobotActor calls `act(input)` once per control step; calls
-that arrive within `batch_wait_ms` of each other (or up to `max_batch`) go through the model
-as one batch, as RT-2 served many robots from one inference service. The model runs on a
-worker thread so the event loop keeps collecting the next batch meanwhile.
+A Ray actor for the control plane (placement on a GPU node, restarts, `reset`, metadata) with
+a ZeroMQ data plane for the per-step calls (orchestrator/actors/dataplane.py): every arm's
+RobotActor sends its step's frames over a DEALER socket; requests that arrive together (within
+`batch_wait_ms`, or until every arm with an open episode is in, at most `max_batch`) go through
+the model as one batch, as RT-2 served many robots from one inference service.
 
-Why plain actors and not Ray Serve: measured in benchmarks/fleet.py and written up in
-docs/architecture.md: a direct actor call is cheaper than a Serve handle call and needs no
-HTTP proxy/controller processes on a 2-core machine.
+Why not a Ray call per step, and why not Ray Serve: measured in benchmarks/fleet.py and written
+up in docs/architecture.md ("Policy serving: plain actors vs Ray Serve"). In short, a Ray
+actor call carrying a 256x256 frame costs milliseconds of CPU across three processes (the
+frame goes through the object store) and queues behind the other arms' calls on 2 cores;
+a Serve handle call costs more still.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass
+import threading
 from typing import Any
 
 import ray
 
-from policies.base import PolicyInput, PolicyOutput
+from orchestrator.actors.dataplane import ActReply, PolicyServer
+from policies.base import PolicyInput
 
-
-@dataclass(frozen=True)
-class ActReply:
-    output: PolicyOutput
-    inference_s: float  # the model's own time for the batch this call was part of
-    batch_size: int
-    queued_s: float  # time this request waited for its batch to start
+__all__ = ["ActReply", "PolicyWorker"]
 
 
 @ray.remote(max_restarts=3, max_task_retries=0)
@@ -36,66 +32,35 @@ class PolicyWorker:
         from policies.registry import build_policy
 
         self.policy = build_policy(config)
-        self.max_batch = max_batch
-        self.batch_wait_s = batch_wait_ms / 1000.0
-        self._pending: list[tuple[PolicyInput, asyncio.Future, float]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._lock = asyncio.Lock()
-        self.calls = 0
-        self.batches = 0
+        self._lock = threading.Lock()
+        try:
+            host = ray.util.get_node_ip_address()
+        except Exception:  # noqa: BLE001 - not in a Ray worker (tests): loopback
+            host = "127.0.0.1"
+        self.server = PolicyServer(self.policy, max_batch=max_batch,
+                                   batch_wait_s=batch_wait_ms / 1000.0, host=host, lock=self._lock)
+        self.server.start()
 
     async def metadata(self) -> dict[str, Any]:
         return self.policy.metadata.to_dict() | {"needs_privileged": self.policy.needs_privileged}
 
-    async def ping(self) -> bool:
-        return True
+    async def ping(self) -> str:
+        """The instance id: changes when Ray restarts the worker (in-flight requests are lost)."""
+        return self.server.instance
 
     async def stats(self) -> dict[str, int]:
-        return {"calls": self.calls, "batches": self.batches}
+        s = self.server
+        return {"calls": s.calls, "batches": s.batches, "errors": s.errors}
 
-    async def reset(self, arm: str, instruction: str) -> None:
-        async with self._lock:  # never reset an arm's state in the middle of a batch
+    async def reset(self, arm: str, instruction: str) -> dict[str, str]:
+        """Start an episode on `arm`; returns the data plane's endpoint and instance id."""
+        with self._lock:  # never reset an arm's state in the middle of a batch
             self.policy.reset(arm, instruction)
+        self.server.activate(arm)
+        return {"endpoint": self.server.endpoint, "instance": self.server.instance}
 
     async def act(self, inp: PolicyInput) -> ActReply:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self._pending.append((inp, fut, time.perf_counter()))
-        self.calls += 1
-        if len(self._pending) >= self.max_batch:
-            self._flush_soon(0.0)
-        elif self._timer is None:
-            self._flush_soon(self.batch_wait_s)
-        return await fut
-
-    def _flush_soon(self, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay, lambda: asyncio.ensure_future(self._flush()))
-
-    async def _flush(self) -> None:
-        self._timer = None
-        async with self._lock:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            if self._pending:
-                self._flush_soon(0.0)
-            if not batch:
-                return
-            started = time.perf_counter()
-            inputs = [b[0] for b in batch]
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, self.policy.act, inputs
-                )
-            except Exception as e:  # noqa: BLE001 - handed to every caller of the batch
-                for _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                return
-            self.batches += 1
-            for (_, fut, queued_at), out in zip(batch, result.outputs, strict=True):
-                if not fut.done():
-                    fut.set_result(
-                        ActReply(out, result.inference_s, len(batch), started - queued_at)
-                    )
+        """One unbatched step through Ray (debugging and tests; episodes use the data plane)."""
+        with self._lock:
+            result = self.policy.act([inp])
+        return ActReply(result.outputs[0], result.inference_s, 1, 0.0)

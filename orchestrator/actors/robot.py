@@ -32,6 +32,7 @@ class RobotActor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._episode: int | None = None
+        self._policy = None  # dataplane.PolicyClient, kept across episodes
 
     # -- connection ------------------------------------------------------------------------
     def _new_client(self, timeout_ms: int, purpose: str):  # type: ignore[no-untyped-def]
@@ -63,12 +64,15 @@ class RobotActor:
         """Connect (or reconnect) and return the bridge's capabilities; raises on failure."""
         with self._lock:
             try:
-                info = self._connect().hello()
+                client = self._connect()
+                info = client.hello()
             except Exception:
                 self._drop_client()
                 raise
+            summary = client.last_summary  # the bridge's safety state with this reply
         caps = info.capabilities
         return {
+            "estopped": bool(summary is not None and summary.estopped),
             "session_id": info.session_id,
             "driver": caps.driver,
             "cameras": [c.name for c in caps.cameras],
@@ -92,16 +96,44 @@ class RobotActor:
                 raise
         return {"ready": res.ready, "instructions": res.instructions}
 
+    def _policy_client(self, worker: Any, plane: dict[str, str], timeout_s: float):  # type: ignore[no-untyped-def]
+        """The data-plane connection to a worker, kept across episodes while it is the same
+        worker instance at the same endpoint."""
+        from orchestrator.actors.dataplane import PolicyClient
+
+        c = self._policy
+        if c is not None and (c.endpoint, c.instance) == (plane["endpoint"], plane["instance"]):
+            c.timeout_s = timeout_s
+        else:
+            if c is not None:
+                c.close()
+            c = self._policy = PolicyClient(plane["endpoint"], plane["instance"],
+                                            timeout_s=timeout_s)
+        c.alive = lambda: ray.get(worker.ping.remote(), timeout=5)
+        return c
+
     def run_episode(self, spec: dict[str, Any], worker: Any) -> dict[str, Any]:
         """Run one episode against a PolicyWorker handle; returns EpisodeResult.to_dict()."""
         es = EpisodeSpec(**spec)
         self._stop.clear()
         self._episode = es.episode_id
         policy_timeout = max(5.0, 20.0 / es.control_hz)
+        try:
+            plane = ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
+            policy = self._policy_client(worker, plane, policy_timeout)
+        except Exception as e:  # noqa: BLE001 - reported as an aborted episode
+            self._episode = None
+            return {
+                "status": "aborted",
+                "reason": f"policy worker unavailable for arm {self.name}: "
+                f"{e.__class__.__name__}: {e}"[:500],
+                "steps": [], "media": [], "sim_success": None, "late_steps": 0,
+                "terminated_by": None, "fault": "policy", "timing": {},
+            }
 
         def call_policy(inp: PolicyInput) -> PolicyReply:
             t0 = time.perf_counter()
-            reply = ray.get(worker.act.remote(inp), timeout=policy_timeout)
+            reply = policy.act(inp)
             out = reply.output
             tokens = None
             if out.tokens is not None:
@@ -116,23 +148,17 @@ class RobotActor:
             )
 
         try:
-            ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
-        except Exception as e:  # noqa: BLE001 - reported as an aborted episode
-            return {
-                "status": "aborted",
-                "reason": f"policy worker unavailable for arm {self.name}: "
-                f"{e.__class__.__name__}: {e}"[:500],
-                "steps": [], "media": [], "sim_success": None, "late_steps": 0,
-                "terminated_by": None,
-            }
-        with self._lock:
-            client = self._connect()
-            result = run_episode(
-                client, call_policy, es, arm=self.name, media_dir=self.media_dir, stop=self._stop
-            )
-            if result.status == "aborted":
-                self._drop_client()  # a fresh socket next time, never a wedged one
-        self._episode = None
+            with self._lock:
+                client = self._connect()
+                result = run_episode(
+                    client, call_policy, es, arm=self.name, media_dir=self.media_dir,
+                    stop=self._stop,
+                )
+                if result.status == "aborted":
+                    self._drop_client()  # a fresh socket next time, never a wedged one
+        finally:
+            policy.end(self.name)
+            self._episode = None
         return result.to_dict()
 
     def stop_episode(self) -> None:
@@ -150,3 +176,6 @@ class RobotActor:
 
     def close(self) -> None:
         self._drop_client()
+        if self._policy is not None:
+            self._policy.close()
+            self._policy = None

@@ -19,6 +19,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from orchestrator.scheduler import TrialCandidate  # pure; queue builds them
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.models import (
     Campaign,
@@ -33,22 +34,6 @@ from orchestrator.store.models import (
 )
 
 ACTIVE_CAMPAIGN = ("pending", "running")
-
-
-@dataclass(frozen=True)
-class TrialCandidate:
-    """A pending trial, with what the scheduler needs to place it on an arm."""
-
-    trial_id: int
-    campaign_id: int
-    campaign_priority: int
-    campaign_created_ns: int
-    plan_order: int
-    task_key: str
-    station_needs: tuple[str, ...]
-    scene_key: str  # equal keys = same physical setup (objects, background, environment)
-    policy_name: str
-    policy_id: int
 
 
 @dataclass(frozen=True)

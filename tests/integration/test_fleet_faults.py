@@ -30,7 +30,7 @@ from tests.integration.fleet_support import (
     check_invariants,
     fast_fleet,
     new_campaign,
-    ray_local,  # noqa: F401 - fixture
+    ray_local,  # noqa: F401 - pytest fixture (module-scoped local Ray)
     robot_id,
     run_to_done,
     running_episode_on,
@@ -51,7 +51,8 @@ def _in_episode(endpoint: str, episode_id: int) -> bool:
         return False
 
 
-def test_bridge_killed_mid_episode_aborts_requeues_and_arm_comes_back(ray_local, sqlite_store,
+@pytest.mark.usefixtures("ray_local")
+def test_bridge_killed_mid_episode_aborts_requeues_and_arm_comes_back(sqlite_store,
                                                                      tmp_path: Path) -> None:
     store = sqlite_store
     media = tmp_path / "media"
@@ -83,17 +84,21 @@ def test_bridge_killed_mid_episode_aborts_requeues_and_arm_comes_back(ray_local,
                         t.start()
                         restarter.append(t)
 
-        with started(runner):
-            run_to_done(runner, deadline_s=60, on_tick=tick)
+        try:
+            with started(runner):
+                run_to_done(runner, deadline_s=60, on_tick=tick)
+                assert "killed" in state, "never caught an episode in flight on the victim arm"
+                for t in restarter:
+                    t.join(timeout=30)
+                # the arm is probed with backoff until its restarted bridge answers
+                deadline = time.monotonic() + 30
+                while not runner.arms[victim].online:
+                    assert time.monotonic() < deadline, "restarted arm never came back online"
+                    runner.step()
+                    time.sleep(0.05)
+        finally:  # never leave a bridge starting behind SimFleet's back
             for t in restarter:
                 t.join(timeout=30)
-            assert "killed" in state, "never caught an episode in flight on the victim arm"
-            # the arm is probed with backoff until its restarted bridge answers
-            deadline = time.monotonic() + 30
-            while not runner.arms[victim].online:
-                assert time.monotonic() < deadline, "restarted arm never came back online"
-                runner.step()
-                time.sleep(0.05)
 
     audit = check_invariants(store, media, [cid])
     assert audit.trials == 8 and audit.counted == 8 and audit.recorded == 8
@@ -116,8 +121,9 @@ def test_bridge_killed_mid_episode_aborts_requeues_and_arm_comes_back(ray_local,
     assert n == 2
 
 
+@pytest.mark.usefixtures("ray_local")
 def test_policy_worker_killed_mid_campaign_is_restarted_and_episodes_requeued(
-        ray_local, sqlite_store, tmp_path: Path) -> None:
+        sqlite_store, tmp_path: Path) -> None:
     import ray
 
     store = sqlite_store
@@ -137,6 +143,7 @@ def test_policy_worker_killed_mid_campaign_is_restarted_and_episodes_requeued(
                 # both arms are mid-episode against the one shared worker: kill its process
                 (pool,) = r.workers.values()
                 state["in_flight"] = sorted(j.episode_id for j in running)
+                state["instance"] = ray.get(pool[0].ping.remote(), timeout=10)
                 ray.kill(pool[0], no_restart=False)
                 state["killed"] = True
                 state["handle"] = pool[0]
@@ -144,12 +151,12 @@ def test_policy_worker_killed_mid_campaign_is_restarted_and_episodes_requeued(
         with started(runner):
             run_to_done(runner, deadline_s=90, on_tick=tick)
             assert "killed" in state, "never caught both arms mid-episode"
-            # the same handle answers again: Ray restarted the worker (max_restarts)
-            assert ray.get(state["handle"].ping.remote(), timeout=30) is True
+            # the same handle answers again, from a new instance: Ray restarted the worker
+            instance = ray.get(state["handle"].ping.remote(), timeout=30)
+            assert instance and instance != state["instance"]
 
     audit = check_invariants(store, media, [cid])
     assert audit.trials == 8 and audit.counted == 8 and audit.recorded == 8
-    print(audit.aborted)
     aborted_ids = [e for e, _, _ in audit.aborted]
     # every episode in flight on the killed worker aborted (and nothing else did)
     assert aborted_ids == state["in_flight"], audit.aborted
@@ -159,9 +166,9 @@ def test_policy_worker_killed_mid_campaign_is_restarted_and_episodes_requeued(
 
 def _evalfleet(*args: str, env: dict, log: Path) -> subprocess.Popen:
     """The real CLI in its own session (so cleanup can reach Ray's processes it started)."""
-    fh = open(log, "ab")  # noqa: SIM115 - closed with the process by the caller's cleanup
-    return subprocess.Popen([str(EVALFLEET), *args], cwd=REPO, env=env,
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as fh:  # the child has its own copy of the descriptor
+        return subprocess.Popen([str(EVALFLEET), *args], cwd=REPO, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _kill_session(p: subprocess.Popen) -> None:
@@ -204,7 +211,7 @@ def test_orchestrator_sigkilled_then_resumed_counts_every_trial_once(tmp_path: P
                                    .where(Episode.status == "running"))
                 return (rec, run) if rec >= 2 and run >= 1 else None
 
-            rec, run = wait_for(progress, timeout_s=60, what="episodes recorded and running")
+            wait_for(progress, timeout_s=60, what="episodes recorded and running")
             os.kill(first.pid, signal.SIGKILL)  # the orchestrator only: Ray is left to itself
             first.wait(timeout=10)
             with store.read() as s:
@@ -221,7 +228,6 @@ def test_orchestrator_sigkilled_then_resumed_counts_every_trial_once(tmp_path: P
         # the episodes the killed orchestrator had in flight: aborted by lease expiry, kept
         assert sorted(aborted) == killed_running, audit.aborted
         assert all("lease expired" in r for r in aborted.values())
-        print(log.read_text()[-2000:])
     finally:
         for p in procs:
             _kill_session(p)
@@ -290,7 +296,8 @@ class _Outage:
             admin.dispose()
 
 
-def test_database_outage_of_a_few_seconds_is_retried_not_fatal(ray_local, db_url: str,
+@pytest.mark.usefixtures("ray_local")
+def test_database_outage_of_a_few_seconds_is_retried_not_fatal(db_url: str,
                                                                 tmp_path: Path) -> None:
     from sqlalchemy import event
 
@@ -321,7 +328,6 @@ def test_database_outage_of_a_few_seconds_is_retried_not_fatal(ray_local, db_url
         assert outage.ended.is_set(), "the outage never started"
         if outage.error:
             raise outage.error
-        print(errors[:3], len(errors))
         assert errors, "the runner never saw the outage"
         audit = check_invariants(store, media, [cid])
         assert audit.trials == 16 and audit.counted == 16 and audit.recorded == 16
@@ -331,3 +337,39 @@ def test_database_outage_of_a_few_seconds_is_retried_not_fatal(ray_local, db_url
     finally:
         outage.thread.join(timeout=15) if outage.thread.is_alive() else None
         store.close()
+
+
+def test_sweep_removes_only_the_media_of_aborted_episodes(sqlite_store, tmp_path: Path) -> None:
+    """What an actor finished after its episode was closed as aborted (a killed orchestrator,
+    a timeout) goes; files of running and recorded episodes, and strangers, stay."""
+    from orchestrator.fleet_config import ArmConfig, FleetConfig
+    from orchestrator.store import queue as q
+
+    store = sqlite_store
+    new_campaign(store, "sweep", policies=("rand-a",))  # 4 trials
+    with store.write() as s:
+        cands = q.pending_candidates(s)
+        leased = q.lease_trials(s, [c.trial_id for c in cands[:3]], holder="h", lease_s=60)
+        aborted, recorded, running = (q.start_episode(s, t.trial_id, holder="h", robot_id=None)
+                                      for t in leased)
+        q.abort_episode(s, aborted, holder="h", reason="test")
+    media = tmp_path / "media"
+    folder = media / "sweep"
+    folder.mkdir(parents=True)
+    names = {eid: f"episode-{eid:08d}-main.mp4" for eid in (aborted, recorded, running)}
+    for n in names.values():
+        (folder / n).write_bytes(b"x")
+    (folder / (names[aborted].replace("main", "wrist") + ".partial")).write_bytes(b"x")
+    (media / "other-store-campaign").mkdir()
+    (media / "other-store-campaign" / names[aborted]).write_bytes(b"x")
+    with store.write() as s:
+        q.complete_episode(s, recorded, holder="h", step_count=0, late_steps=0,
+                           terminated_by="max_steps", sim_success=None,
+                           media=[{"camera": "main", "uri": f"sweep/{names[recorded]}",
+                                   "sha256": "0"}])
+    fleet = FleetConfig(arms=(ArmConfig(name="a", endpoint="tcp://127.0.0.1:1"),))
+    runner = FleetRunner(store, fleet, media_dir=str(media))
+    assert runner.sweep_media() == 2
+    left = sorted(p.relative_to(media).as_posix() for p in media.rglob("*") if p.is_file())
+    assert left == sorted([f"other-store-campaign/{names[aborted]}",
+                           f"sweep/{names[recorded]}", f"sweep/{names[running]}"])
