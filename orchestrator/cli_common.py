@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 
-from orchestrator.store.db import SchemaBehindError, Store, StoreError
+if TYPE_CHECKING:  # imported lazily: `evalfleet fleet stop` must start fast (no SQLAlchemy)
+    from orchestrator.store.db import Store
 
 err_console = Console(stderr=True)
 
@@ -18,6 +19,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def open_store(*, check_schema: bool = True) -> Store:
+    from orchestrator.store.db import SchemaBehindError, Store, StoreError
+
     try:
         return Store.open(check_schema=check_schema)
     except SchemaBehindError as e:
