@@ -181,7 +181,7 @@ def fleet_stop(
         keys = (CurveClientKeys(a.curve.client_secret, a.curve.server_public)
                 if a.curve else None)
         try:
-            with BridgeClient(a.endpoint, timeout_ms=150, curve=keys, name="evalfleet-stop") as c:
+            with BridgeClient(a.endpoint, timeout_ms=500, curve=keys, name="evalfleet-stop") as c:
                 c.estop(reason)
             return a.name, "e-stopped"
         except Exception as e:  # noqa: BLE001 - reported per arm

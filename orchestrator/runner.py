@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator.actors.policy import PolicyWorker
 from orchestrator.actors.robot import RobotActor, station_resource
@@ -101,6 +101,8 @@ class FleetRunner:
         self._last_renew = 0.0
         self._t0 = time.monotonic()
         self._sweep_due = False
+        self._last_estop_event = 0
+        self._last_estop_check = 0.0
 
     # -- store access with retry ---------------------------------------------------------------
     def _db(self, fn: Callable[[Any], Any]) -> Any:
@@ -123,6 +125,9 @@ class FleetRunner:
             return ids
 
         ids = self._db(upsert)
+        self._last_estop_event = self._db(
+            lambda s: s.scalar(select(func.coalesce(func.max(Event.id), 0))) or 0
+        )
         self.sweep_media()
         for a in self.fleet.arms:
             self.arms[a.name] = Arm(cfg=a, robot_id=ids[a.name])
@@ -210,11 +215,34 @@ class FleetRunner:
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
+        self._check_estop_requests()
         self._check_probes()
         self._collect()
         self._check_operators()
         self._renew_leases()
         self._schedule()
+
+    def _check_estop_requests(self) -> None:
+        """Act on `estop_requested` events (dashboard buttons, `fleet stop`): the bridges are
+        e-stopped directly by whoever asked; this is the second path, through our actors
+        (which hold the arms' CURVE keys when the dashboard does not)."""
+        if time.monotonic() - self._last_estop_check < 0.2:
+            return
+        self._last_estop_check = time.monotonic()
+
+        def new(s):  # type: ignore[no-untyped-def]
+            return s.execute(
+                select(Event.id, Event.payload).where(
+                    Event.kind == "estop_requested", Event.id > self._last_estop_event
+                ).order_by(Event.id)
+            ).all()
+
+        for event_id, payload in self._db(new):
+            self._last_estop_event = event_id
+            target = (payload or {}).get("robot", "all")
+            for arm in self.arms.values():
+                if arm.actor is not None and target in ("all", arm.cfg.name):
+                    arm.actor.estop.remote(f"estop_requested event {event_id}")
 
     def busy_arms(self) -> int:
         return sum(1 for a in self.arms.values() if a.job is not None)

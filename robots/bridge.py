@@ -450,7 +450,8 @@ class BridgeServer:
     def status(self) -> dict:
         wd, es = self._wd, self._estop
         return {"session_id": self.session_id, "driver": self._caps.driver, "episode_id": self._episode,
-                "estopped": es.latched, "estop_reason": es.reason, "holding": wd.holding,
+                "estopped": es.latched, "estop_reason": es.reason,
+                "estop_since_mono_ns": es.since_ns, "holding": wd.holding,
                 "watchdog_armed": wd.armed, "watchdog_ms": float(self.config.watchdog_ms),
                 "watchdog_fires": wd.fires, "last_fire_mono_ns": wd.last_fire_ns,
                 "last_fire_delay_ms": wd.last_fire_delay_ns / 1e6, "last_valid_mono_ns": wd.last_valid_ns,

@@ -16,7 +16,7 @@ from orchestrator.config import get_settings
 from orchestrator.runner import FleetRunner
 from orchestrator.simfleet import SimFleet
 from orchestrator.store.models import Event, Robot
-from robots.client import BridgeClient
+from robots.client import BridgeClient, BridgeError
 from tests.integration.fleet_support import (
     IMAGE,
     check_invariants,
@@ -38,13 +38,18 @@ class _StatusWatch:
         self.endpoint = endpoint
         self.seen_at: float | None = None
         self.polls = 0
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with BridgeClient(self.endpoint, timeout_ms=1000, name="test-watch") as c:
             while not self._stop.is_set():
-                st = c.status()
+                try:
+                    st = c.status()
+                except BridgeError as e:  # a slow reply under load: note it, keep watching
+                    self.errors.append(str(e))
+                    continue
                 self.polls += 1
                 if st.get("estopped"):
                     self.seen_at = time.perf_counter()
@@ -88,11 +93,18 @@ def test_fleet_stop_estops_within_one_control_period_and_arm_waits_for_rearm(
                         while watch.polls == 0:  # the watcher is connected and answering
                             time.sleep(0.001)
                         t0 = time.perf_counter()
+                        t0_ns = time.monotonic_ns()  # CLOCK_MONOTONIC is system-wide
                         res = CliRunner().invoke(app, ["fleet", "stop", "sim-1", "--fleet",
                                                        str(fleet_yaml), "--reason", "test"])
                         state["cli"] = (res.exit_code, res.output)
                         watch.thread.join(timeout=5)
-                    state["latency"] = (watch.seen_at or float("inf")) - t0
+                    # when the bridge latched it, by its own monotonic clock (a busy watcher
+                    # socket must not inflate the figure)
+                    with BridgeClient(endpoint, timeout_ms=5000, name="test-check") as c:
+                        since = c.status().get("estop_since_mono_ns") or 0
+                    state["latency"] = (since - t0_ns) / 1e9 if since else float("inf")
+                    state["watch_latency"] = (watch.seen_at or float("inf")) - t0
+                    state["errors"] = watch.errors
                     state["stopped"] = True
             elif "rearmed" not in state:
                 with store.read() as s:
@@ -110,7 +122,8 @@ def test_fleet_stop_estops_within_one_control_period_and_arm_waits_for_rearm(
 
     assert state["cli"][0] == 0, state["cli"][1]
     assert "sim-1: e-stopped" in state["cli"][1]
-    assert state["latency"] <= period_s, f"e-stop took {state['latency'] * 1e3:.1f} ms"
+    assert state["latency"] <= period_s, (
+        f"e-stop took {state['latency'] * 1e3:.1f} ms; watcher errors {state.get('errors')}")
     assert state.get("rearmed"), state
     audit = check_invariants(store, media, [cid])
     assert audit.trials == 4 and audit.counted == 4
@@ -125,3 +138,35 @@ def test_fleet_stop_estops_within_one_control_period_and_arm_waits_for_rearm(
         logged = s.scalar(select(Event.id).where(Event.kind == "estop_requested"))
     assert kinds[-2:] == ["robot_estopped", "robot_online"], kinds
     assert logged is not None
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_estop_requested_event_reaches_the_arm_through_the_runner(
+        sqlite_store, tmp_path: Path) -> None:
+    """The dashboard's e-stop button writes an estop_requested event; the runner e-stops the
+    arm through its RobotActor (which holds the arm's keys) even if the direct call failed."""
+    from orchestrator.store.campaigns import log_event
+
+    store = sqlite_store
+    new_campaign(store, "estop-event", policies=("rand-a",))
+    with SimFleet(1, image_size=IMAGE) as fleet:
+        cfg = fast_fleet(fleet)
+        endpoint = cfg.arms[0].endpoint
+        runner = FleetRunner(store, cfg, media_dir=str(tmp_path / "media"))
+        state: dict = {}
+
+        def tick(r: FleetRunner) -> None:
+            arm = r.arms["sim-1"]
+            if "requested" not in state and arm.job and arm.job.phase == "run":
+                with store.write() as s:
+                    log_event(s, "estop_requested", actor="dashboard", robot="all")
+                state["requested"] = time.perf_counter()
+            elif "requested" in state and "seen" not in state:
+                with BridgeClient(endpoint, timeout_ms=1000, name="test-watch") as c:
+                    if c.status().get("estopped"):
+                        state["seen"] = time.perf_counter() - state["requested"]
+                        c.rearm()
+
+        with started(runner):
+            run_to_done(runner, deadline_s=60, on_tick=tick)
+    assert state.get("seen") is not None and state["seen"] < 2.0, state
