@@ -1,29 +1,45 @@
 """Fleet benchmark: N simulated arms sharing one policy worker, at a fixed control rate.
 
-    .venv/bin/python benchmarks/fleet.py                 # everything -> benchmarks/results/fleet.json
-    .venv/bin/python benchmarks/fleet.py --quick         # shorter runs, no campaign
+    .venv/bin/python benchmarks/fleet.py --repeat 2 --seconds 20 --phases spread,aligned \
+        --serve-extra /tmp/serve_extra      # what benchmarks/results/fleet.json holds (~21 min)
+    .venv/bin/python benchmarks/fleet.py --quick           # 5 s runs, no campaign
     .venv/bin/python benchmarks/fleet.py --only fleet --arms 16 --seconds 30
+
+Ray Serve is not a project dependency; for the `serving` section put its extras in a side
+dir: `pip install --target /tmp/serve_extra "grpcio>=1.42" "fastapi>=0.133" uvicorn starlette
+aiohttp aiohttp_cors prometheus_client opencensus smart_open colorful watchfiles
+opentelemetry-sdk opentelemetry-proto opentelemetry-exporter-prometheus grpcio-reflection
+mmh3 googleapis-common-protos google-api-core`, then delete from it what the venv already has
+(it is appended to Ray workers' PYTHONPATH); without it the Serve row says "skipped".
 
 Sections (each in the same run, so they see the same machine load):
 
 1. `micro`: the costs a step is built from: the bare bridge round trip (observe + act against
    one sim bridge, from this process), a sync Ray actor call with and without a 256x256
    frame as argument, and video encoding per frame (PyAV libx264 ultrafast).
-2. `fleet`: 1, 4, 8, 16 sim arms (each its own bridge process) driven by RobotActors against
-   ONE PolicyWorker running the trivial `random` policy. Per arm: control rate held vs the
-   target, deadline misses (the command was acknowledged by the arm after the step's slot
-   ended), and the per-step orchestration overhead = (slot start -> command acknowledged)
-   minus the model's own inference time: it includes the wake-up delay, observe, the policy
-   call's transport and batching wait, and the act round trip. Modes:
+2. `fleet`: 1, 4, 8, 16 sim arms (each its own bridge process; 16 always run) driven by
+   RobotActors against ONE PolicyWorker running the trivial `random` policy. Per arm: control
+   rate held vs the target, deadline misses (the command was acknowledged by the arm after
+   the step's slot ended), and the per-step orchestration overhead = (slot start -> command
+   acknowledged) minus the model's own inference time: wake-up delay, observe, the policy
+   call's transport and batching wait, and the act round trip. CPU per step by role (bridges,
+   Ray, actors, worker) from /proc, a figure that other load on the machine barely moves.
+   Modes:
    - `naive`: the design brief's naive prototype: a minimal loop per arm in its own actor,
-     frames passed as the per-step actor argument of a sync, unbatched policy actor call;
-     no recording.
-   - `evalfleet`: the real code path (RobotActor.run_episode -> orchestrator.episode), with
-     MP4 recording (`record`) and without (`norecord`).
+     frames passed as the per-step argument of a sync, unbatched Ray actor call; no recording.
+   - `record` / `norecord`: the real code path (RobotActor.run_episode -> orchestrator.episode
+     -> ZeroMQ data plane -> PolicyWorker), with and without MP4 recording.
+   Phases (`--phases`): `spread` (the runner's default: arm i of N steps at i/N of the
+   period), `aligned` (every arm on the same slot: a CPU stress test), `none` (arms start when
+   launched, as before phases existed).
+2b. `serving`: the policy call alone, 16 callers at 5 Hz with a 256x256 frame: the previous
+   design (Ray actor call, async batching), the ZeroMQ data plane, and Ray Serve
+   (`@serve.batch`), aligned and spread.
 3. `campaign`: `evalfleet campaign run` in a subprocess against 4 already-running sim bridges
    (as in a lab, the bridges run next to the arms): time from process start to the first
    step's `command_wall_ns` in the store, and episodes per hour for the demo campaign
-   (rt2_generalization; oracle, vision heuristic, random; 1 trial per task).
+   (rt2_generalization; oracle, vision heuristic, random; 1 trial per task); then
+   `--first-action-repeats` 1-task campaigns for more first-action samples.
 
 Targets (2-core machine): 16 arms hold 5 Hz and 8 arms hold 10 Hz with < 1 % missed
 deadlines and overhead p99 <= 20 ms; first action <= 15 s after `campaign run` starts.
@@ -309,7 +325,8 @@ def summarize_arm(timing: dict[str, list[float]], walls: list[int], hz: float) -
 
 
 def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode: str,
-                   media_dir: str, phases: str = "spread") -> dict[str, Any]:
+                   media_dir: str, phases: str = "spread",
+                   batch_wait_ms: float = 2.0) -> dict[str, Any]:
     names = fleet.arm_names()[:n_arms]
     steps = max(5, round(seconds * hz))
     warm_steps = max(3, int(hz))
@@ -326,7 +343,8 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             results.append(summarize_arm(o["timing"], o["walls"], hz))
     else:
         record = mode == "record"
-        worker = PolicyWorker.options(num_cpus=0.5, max_concurrency=1000).remote(RANDOM, 32, 2.0)
+        worker = PolicyWorker.options(num_cpus=0.5, max_concurrency=1000).remote(
+            RANDOM, 32, batch_wait_ms)
         arms = [RobotActor.options(resources={station_resource("default"): 0.001}).remote(
             arm_config(fleet, nm), media_dir) for nm in names]
         ray.get([a.hello.remote() for a in arms])
@@ -335,8 +353,9 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             ray.get([a.prepare.remote(SCENE, f"ep-{eid0 + i}") for i, a in enumerate(arms)])
             specs = [{"episode_id": eid0 + i, "campaign": "bench", "instruction": SCENE["instruction"],
                       "max_steps": k, "control_hz": hz, "needs_privileged": False,
-                      "timeout_s": k / hz * 3 + 30, "record": record,
-                      "phase": {"aligned": 0.0, "spread": i / len(arms), "none": None}[phases]}
+                      "timeout_s": k / hz * 3 + 30, "record": record}
+                     | ({} if phases == "none" else  # none: as the code before phases existed
+                        {"phase": 0.0 if phases == "aligned" else i / len(arms)})
                      for i in range(len(arms))]
             outs = ray.get([a.run_episode.remote(s, worker) for a, s in zip(arms, specs)],
                            timeout=k / hz * 5 + 60)
@@ -362,6 +381,7 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
                 "overhead_p50_ms": pct(r["overhead"], 50), "overhead_p99_ms": pct(r["overhead"], 99)}
                for r in results]
     out = {
+        "batch_wait_ms": batch_wait_ms if mode != "naive" else None,
         "mode": mode, "phases": phases if mode != "naive" else "aligned", "arms": n_arms, "target_hz": hz, "seconds": seconds,
         "steps": total_steps,
         "achieved_hz_min": min(r["achieved_hz"] for r in results),
@@ -666,6 +686,8 @@ def main() -> None:
                     help="only the first N tasks of rt2_generalization (an estimate, said so in the JSON)")
     ap.add_argument("--first-action-repeats", type=int, default=2,
                     help="extra 1-task campaigns run only to measure the time to the first action")
+    ap.add_argument("--batch-wait-ms", type=float, default=2.0,
+                    help="the policy worker's batch window (fleet.yaml policy_workers.batch_wait_ms)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fleet.json"))
     args = ap.parse_args()
@@ -702,7 +724,8 @@ def main() -> None:
                             hz = args.hz or DEFAULT_RATES.get(n, 5.0)
                             for mode in modes:
                                 for ph in (args.phases.split(",") if mode != "naive" else ["aligned"]):
-                                    r = fleet_scenario(fleet, n, hz, args.seconds, mode, media.name, ph)
+                                    r = fleet_scenario(fleet, n, hz, args.seconds, mode, media.name,
+                                                       ph, args.batch_wait_ms)
                                     r["repeat"] = rep
                                     print_row(r)
                                     rows.append(r)
