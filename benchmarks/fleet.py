@@ -66,11 +66,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
-import ray  # noqa: E402
+import ray
 
-from orchestrator.actors.policy import PolicyWorker  # noqa: E402
-from orchestrator.actors.robot import RobotActor, station_resource  # noqa: E402
-from orchestrator.simfleet import SimFleet  # noqa: E402
+from orchestrator.actors.policy import PolicyWorker
+from orchestrator.actors.robot import RobotActor, station_resource
+from orchestrator.simfleet import SimFleet
 
 SCENE = {
     "skill": "pick", "target": "coke_can", "objects": ["coke_can"],

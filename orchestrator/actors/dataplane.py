@@ -236,7 +236,7 @@ class PolicyServer:
             if len(result.outputs) != len(batch):
                 raise RuntimeError(f"policy returned {len(result.outputs)} outputs for "
                                    f"{len(batch)} inputs")
-        except Exception as e:  # noqa: BLE001 - every caller of the batch gets the error
+        except Exception as e:
             self.errors += 1
             log.exception("policy act failed")
             msg = f"{e.__class__.__name__}: {e}"[:1000]
@@ -314,7 +314,7 @@ class PolicyClient:
                 next_check = time.monotonic() + self.liveness_s
                 try:
                     current = self.alive()
-                except Exception as e:  # noqa: BLE001 - a dead worker: fail now, not at timeout
+                except Exception as e:
                     self.close()
                     raise PolicyUnavailable(
                         f"policy worker died: {e.__class__.__name__}: {e}"[:500]) from e
