@@ -166,43 +166,35 @@ def fleet_stop(
     fleet: Annotated[Path, typer.Option(help="fleet.yaml naming the arms.")] = Path("fleet.yaml"),
     reason: Annotated[str, typer.Option(help="Recorded with the e-stop.")] = "evalfleet fleet stop",
 ) -> None:
-    """E-stop arms now, straight through each bridge (no Ray in the path). Latches until
-    re-armed at the bridge."""
-    from concurrent.futures import ThreadPoolExecutor
+    """E-stop arms now, straight through each bridge (no Ray, no database in the path).
+    Latches until re-armed at the bridge. The console script runs this through a fast path
+    (robots.estop) that imports almost nothing before the e-stop leaves."""
+    from robots.estop import estop_all, targets_from_fleet_yaml
 
-    from robots.client import BridgeClient, CurveClientKeys
-
-    cfg = _load_fleet(fleet)
-    arms = [a for a in cfg.arms if arm is None or a.name == arm]
-    if not arms:
-        fail(f"no arm {arm!r} in {fleet}: arms are {', '.join(a.name for a in cfg.arms)}")
-
-    def stop_one(a) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-        keys = (CurveClientKeys(a.curve.client_secret, a.curve.server_public)
-                if a.curve else None)
-        try:
-            with BridgeClient(a.endpoint, timeout_ms=500, curve=keys, name="evalfleet-stop") as c:
-                c.estop(reason)
-            return a.name, "e-stopped"
-        except Exception as e:  # noqa: BLE001 - reported per arm
-            return a.name, f"FAILED: {e}"
-
-    with ThreadPoolExecutor(max_workers=len(arms)) as ex:
-        results = list(ex.map(stop_one, arms))
-    bad = 0
-    for name, status in results:
-        bad += status.startswith("FAILED")
+    try:
+        targets = targets_from_fleet_yaml(fleet, arm)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        fail(f"{fleet}: cannot read the fleet file: {e}")
+    if not targets:
+        fail(f"no arm {arm!r} in {fleet}")
+    results = estop_all(targets, reason)
+    for name, status in results.items():
         console.print(f"{name}: {status}")
+    log_estop_event(arm, results)
+    if any(s.startswith("FAILED") for s in results.values()):
+        raise typer.Exit(1)
+
+
+def log_estop_event(arm: str | None, results: dict[str, str]) -> None:
+    """Audit the e-stop (best effort: the e-stop itself never depends on SQL)."""
     try:
         from orchestrator.store.campaigns import log_event
+        from orchestrator.store.db import Store
 
-        store = open_store()
-        with store, store.write() as s:
-            log_event(s, "estop_requested", actor="cli", robot=arm or "all", results=dict(results))
-    except (typer.Exit, Exception):  # noqa: BLE001 - the e-stop itself must not depend on SQL
+        with Store.open() as store, store.write() as s:
+            log_event(s, "estop_requested", actor="cli", robot=arm or "all", results=results)
+    except Exception:  # noqa: BLE001, S110 - no store reachable: the arms are stopped anyway
         pass
-    if bad:
-        raise typer.Exit(1)
 
 
 @operator_app.command("confirm")
