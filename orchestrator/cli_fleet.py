@@ -169,20 +169,11 @@ def fleet_stop(
     """E-stop arms now, straight through each bridge (no Ray, no database in the path).
     Latches until re-armed at the bridge. The console script runs this through a fast path
     (robots.estop) that imports almost nothing before the e-stop leaves."""
-    from robots.estop import estop_all, targets_from_fleet_yaml
+    from orchestrator.entry import fleet_stop as stop
 
-    try:
-        targets = targets_from_fleet_yaml(fleet, arm)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        fail(f"{fleet}: cannot read the fleet file: {e}")
-    if not targets:
-        fail(f"no arm {arm!r} in {fleet}")
-    results = estop_all(targets, reason)
-    for name, status in results.items():
-        console.print(f"{name}: {status}")
-    log_estop_event(arm, results)
-    if any(s.startswith("FAILED") for s in results.values()):
-        raise typer.Exit(1)
+    code = stop(arm, str(fleet), reason)
+    if code:
+        raise typer.Exit(code)
 
 
 def log_estop_event(arm: str | None, results: dict[str, str]) -> None:

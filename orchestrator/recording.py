@@ -118,7 +118,7 @@ class EpisodeRecorder:
 
     def __init__(self, media_dir: Path, campaign: str, episode_id: int, fps: float) -> None:
         self.media_dir = media_dir
-        self.prefix = f"{_safe(campaign)}/episode-{episode_id:08d}"
+        self.prefix = f"{campaign_dir(campaign)}/episode-{episode_id:08d}"
         self.fps = fps
         self.writers: dict[str, VideoWriter] = {}
         self._finished = False
@@ -169,6 +169,19 @@ def sweep_partials(media_dir: Path) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def campaign_dir(campaign: str) -> str:
+    """The media sub-directory of a campaign's episodes."""
+    return _safe(campaign)
+
+
+def episode_id_of(filename: str) -> int | None:
+    """The episode id in a name EpisodeRecorder gave (episode-00000042-main.mp4[.partial])."""
+    if not filename.startswith("episode-"):
+        return None
+    head = filename[len("episode-"):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _safe(name: str) -> str:

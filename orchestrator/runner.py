@@ -434,8 +434,6 @@ class FleetRunner:
 
         def done(s):  # type: ignore[no-untyped-def]
             q.add_steps(s, steps)
-            from orchestrator.store.models import Episode
-
             s.get(Episode, job.episode_id).policy_checksum = checksum
             return q.complete_episode(
                 s, job.episode_id, holder=self.holder, step_count=len(steps),
@@ -477,7 +475,7 @@ class FleetRunner:
         never those of running or recorded episodes nor anything else in the dir; only this
         node's media dir is swept (RobotActors on other nodes write to theirs).
         """
-        from orchestrator.recording import _safe
+        from orchestrator.recording import campaign_dir, episode_id_of
 
         root = Path(self.media_dir)
         if not root.is_dir():
@@ -493,7 +491,7 @@ class FleetRunner:
 
         by_folder: dict[str, set[int]] = {}
         for eid, campaign in self._db(aborted):
-            by_folder.setdefault(_safe(campaign), set()).add(eid)
+            by_folder.setdefault(campaign_dir(campaign), set()).add(eid)
         removed = 0
         for folder, ids in by_folder.items():
             try:
@@ -501,10 +499,7 @@ class FleetRunner:
             except FileNotFoundError:
                 continue
             for entry in entries:  # one listing per folder: episode-00000042-main.mp4[.partial]
-                name = entry.name
-                if (name.startswith("episode-") and entry.is_file()
-                        and name[8:].split("-", 1)[0].isdigit()
-                        and int(name[8:].split("-", 1)[0]) in ids):
+                if entry.is_file() and episode_id_of(entry.name) in ids:
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
                     log.warning("removed %s: its episode was aborted", entry.path)

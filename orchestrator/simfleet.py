@@ -51,14 +51,16 @@ class SimFleet:
     def arm_names(self) -> list[str]:
         return [f"sim-{i + 1}" for i in range(self.n)]
 
-    def start_arm(self, name: str) -> None:
+    def start_arm(
+        self, name: str, bind: str = "tcp://127.0.0.1:*", pub_bind: str = "tcp://127.0.0.1:*"
+    ) -> None:
         ready = Path(self._tmp.name) / f"{name}.json"
         ready.unlink(missing_ok=True)
         cmd = [
             sys.executable, "-m", "robots.cli", "bridge", "serve",
             "--driver", self.driver,
-            "--bind", "tcp://127.0.0.1:*",
-            "--pub-bind", "tcp://127.0.0.1:*",
+            "--bind", bind,
+            "--pub-bind", pub_bind,
             "--watchdog-ms", str(self.watchdog_ms),
             "--image-size", self.image_size,
             "--ready-file", str(ready),
@@ -96,15 +98,7 @@ class SimFleet:
         """Kill an arm's bridge and bring a new one up on the same endpoints."""
         self.kill_arm(name)
         old = self.endpoints[name]
-        self._start_on(name, old["endpoint"], old.get("pub_endpoint"))
-
-    def _start_on(self, name: str, bind: str, pub: str | None) -> None:
-        saved = self.extra_args
-        try:
-            self.extra_args = (*saved, "--bind", bind) + (("--pub-bind", pub) if pub else ())
-            self.start_arm(name)
-        finally:
-            self.extra_args = saved
+        self.start_arm(name, old["endpoint"], old.get("pub_endpoint") or "tcp://127.0.0.1:*")
 
     def config(self, **policy_workers: float) -> FleetConfig:
         arms = []
