@@ -34,6 +34,7 @@ from typing import Any
 
 import zmq
 
+from orchestrator.batching import expected_soon
 from policies.base import Policy, PolicyInput, PolicyOutput
 from robots import protocol as P
 from robots.types import Action
@@ -157,16 +158,7 @@ class PolicyServer:
         self._rhythm[arm] = (now, period)
 
     def _expected_soon(self, present: set[str], now: float, until: float) -> bool:
-        """Will an arm not in the batch yet send its step before `until`? Predicted from each
-        arm's last arrival and its period: arms stepping together are waited for (up to the
-        batch window); arms on other phases of the period are not."""
-        for arm, (last, period) in self._rhythm.items():
-            if arm in present or period is None:
-                continue
-            due = last + period
-            if now - 0.5 * period <= due <= until:
-                return True
-        return False
+        return expected_soon(self._rhythm, present, now, until)
 
     def _take(self, batch: list, flags: int) -> bool:
         """Receive one message into `batch`; False when none was waiting (NOBLOCK)."""
