@@ -235,7 +235,7 @@ class ActionTokenizer:
                 f"the tokenizer has no single token for numbers {missing[:5]}...; "
                 "use token_mode 'reserved' (last n_bins ids) instead"
             )
-        return cls(token_ids=ids, **kw)
+        return cls(token_ids=[i for i in ids if i is not None], **kw)
 
     @classmethod
     def with_reserved_block(cls, vocab_size: int, **kw) -> ActionTokenizer:

@@ -15,6 +15,7 @@ here is unit-tested without sockets or sleeps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -61,17 +62,19 @@ def clip_action(
     values = action.continuous()
     if not is_finite_values(values):
         raise NonFiniteAction(f"action has NaN/inf values: {values}")
-    lo, hi = space.low, space.high
+    lo: Sequence[float] = space.low
+    hi: Sequence[float] = space.high
     if ee_xyz is not None:
         if not is_finite_values(tuple(ee_xyz)):
             raise NonFiniteAction(f"end-effector position is not finite: {ee_xyz}")
-        lo, hi = list(lo), list(hi)
+        lo_ws, hi_ws = list(lo), list(hi)
         for i in range(3):
             ws_lo = min(workspace.low[i] - ee_xyz[i], 0.0)  # outside below: may stay or move in
             ws_hi = max(workspace.high[i] - ee_xyz[i], 0.0)  # outside above: may stay or move in
-            new_lo, new_hi = max(lo[i], ws_lo), min(hi[i], ws_hi)
+            new_lo, new_hi = max(lo_ws[i], ws_lo), min(hi_ws[i], ws_hi)
             if new_lo <= new_hi:
-                lo[i], hi[i] = new_lo, new_hi
+                lo_ws[i], hi_ws[i] = new_lo, new_hi
+        lo, hi = lo_ws, hi_ws
     out = tuple(map(min, map(max, values, lo), hi))
     if out == values:  # the common case: nothing to clip, keep the very same action
         return ClipResult(action, _NO_CLIP)
