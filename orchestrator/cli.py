@@ -21,6 +21,7 @@ from rich.console import Console
 
 from orchestrator.cli_campaign import campaign_app, report_command
 from orchestrator.cli_common import fail, open_store
+from orchestrator.cli_policy import policy_app
 
 app = typer.Typer(
     name="evalfleet",
@@ -33,7 +34,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create and migrate the results database (Alembic).", no_args_is_help=True)
 protocol_app = typer.Typer(help="Validate and inspect evaluation protocols.", no_args_is_help=True)
-policy_app = typer.Typer(help="Register policies that campaigns evaluate.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(policy_app, name="policy")
@@ -147,52 +147,6 @@ def protocol_show(name: Annotated[str, typer.Argument(help="Shipped name or path
     for t in loaded.protocol.tasks:
         table.add_row(t.key, str(t.skill), str(t.category), str(t.difficulty or ""), t.instruction)
     console.print(table)
-
-
-@policy_app.command("register")
-def policy_register(
-    name: Annotated[str, typer.Argument(help="Policy name used in campaigns.")],
-    kind: Annotated[str, typer.Option(help="oracle | vision_heuristic | random | vla | ...")],
-    version: Annotated[str, typer.Option(help="Version label; new weights need a new one.")] = "1",
-    path: Annotated[
-        str | None, typer.Option(help="Checkpoint directory (for model policies).")
-    ] = None,
-    option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="key=value policy option.")
-    ] = None,
-) -> None:
-    """Register a policy (its weights checksum is computed from --path)."""
-    from orchestrator.store.campaigns import CampaignError, PolicySpec, register_policy
-    from orchestrator.weights import checksum_path
-
-    options: dict[str, str] = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--option {item!r}: expected key=value")
-        options[key] = value
-    checksum = None
-    if path:
-        if not Path(path).exists():
-            fail(f"--path {path}: no such file or directory")
-        checksum = checksum_path(Path(path))
-    spec = PolicySpec(
-        name=name,
-        kind=kind,
-        version=version,
-        checkpoint_uri=str(Path(path).resolve()) if path else None,
-        config={"kind": kind, "path": path, "options": options},
-        weights_checksum=checksum,
-    )
-    store = open_store()
-    with store:
-        try:
-            with store.write() as s:
-                row = register_policy(s, spec)
-                pid = row.id
-        except CampaignError as e:
-            fail(str(e))
-    console.print(f"policy {name} v{version} ({kind}) registered as #{pid}")
 
 
 def _mount_dashboard() -> None:

@@ -36,6 +36,7 @@ def demo_command(
     from orchestrator.simfleet import SimFleet, SimFleetError
     from orchestrator.store import migrate
     from orchestrator.store.campaigns import PolicySpec, create_campaign, register_policy
+    from policies.registration import PolicyChangeRefused
     from protocols.loader import ProtocolError, load_protocol, resolve_protocol_path
     from protocols.report import render_table
 
@@ -48,14 +49,17 @@ def demo_command(
     with store:
         migrate.upgrade(store.engine)
         name = f"demo-{secrets.token_hex(3)}"
-        with store.write() as s:
-            for pname, kind in DEMO_POLICIES:
-                register_policy(s, PolicySpec(name=pname, kind=kind,
-                                              config={"kind": kind, "options": {}}))
-            c = create_campaign(s, name=name, loaded=loaded,
-                                policy_names=[p for p, _ in DEMO_POLICIES],
-                                trials_per_task=trials, seed=seed, created_by="demo")
-            cid = c.id
+        try:
+            with store.write() as s:
+                for pname, kind in DEMO_POLICIES:
+                    register_policy(s, PolicySpec(name=pname, kind=kind,
+                                                  config={"kind": kind, "options": {}}))
+                c = create_campaign(s, name=name, loaded=loaded,
+                                    policy_names=[p for p, _ in DEMO_POLICIES],
+                                    trials_per_task=trials, seed=seed, created_by="demo")
+                cid = c.id
+        except PolicyChangeRefused as e:  # the store has its own policy under a demo name
+            fail(f"demo: {e}")
             n_trials = len(loaded.protocol.tasks) * trials * len(DEMO_POLICIES)
         console.print(f"store: {store.url}\ncampaign [bold]{name}[/bold]: {n_trials} trials "
                       f"({loaded.protocol.name}, {len(loaded.protocol.tasks)} tasks x "

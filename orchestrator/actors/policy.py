@@ -15,6 +15,7 @@ a Serve handle call costs more still.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -23,15 +24,29 @@ import ray
 from orchestrator.actors.dataplane import ActReply, PolicyServer
 from policies.base import PolicyInput
 
-__all__ = ["ActReply", "PolicyWorker"]
+__all__ = ["ActReply", "PolicyWorker", "worker_start_error"]
+
+_EXC_PREFIX = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): ")
+
+
+def worker_start_error(e: BaseException) -> str:
+    """One line from a worker that failed to start: Ray wraps the creation task's exception
+    (WeightsMismatchError, PolicyConfigError, ...) in a multi-line ActorDiedError; keep the
+    original message, the last line of that text."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    last = lines[-1] if lines else e.__class__.__name__
+    return _EXC_PREFIX.sub("", last, count=1)[:400]
 
 
 @ray.remote(max_restarts=3, max_task_retries=0)
 class PolicyWorker:
-    def __init__(self, config: dict[str, Any], max_batch: int = 32, batch_wait_ms: float = 2.0):
-        from policies.registry import build_policy
+    def __init__(self, config: dict[str, Any], max_batch: int = 32, batch_wait_ms: float = 2.0,
+                 expected_checksum: str | None = None):
+        from orchestrator.weights import build_verified_policy
 
-        self.policy = build_policy(config)
+        # the checkpoint must be the one registered (`policy register` took its checksum):
+        # a mismatch fails the worker with one line naming the policy and both checksums
+        self.policy = build_verified_policy(config, expected_checksum)
         self._lock = threading.Lock()
         try:
             host = ray.util.get_node_ip_address()
