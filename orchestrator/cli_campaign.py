@@ -59,14 +59,18 @@ def campaign_create(
 
 
 def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.store import lifecycle as lc
     from orchestrator.store.queries import list_campaigns, progress_by_category
 
     with store.read() as s:
         (c,) = list_campaigns(s, [campaign_id])
         progress = progress_by_category(s, campaign_id)
+        state = lc.campaign_state(s, campaign_id)
+        by_policy = lc.status_counts_by_policy(s, campaign_id)
     console.print(
-        f"[bold]{c.name}[/bold] (#{c.id}) {c.status}, priority {c.priority}: protocol "
-        f"{c.protocol} v{c.protocol_version}, seed {c.seed}, {c.trials_per_task} trials/task"
+        f"[bold]{c.name}[/bold] (#{c.id}) {lc.progress_text(c.status, state.tally)}, priority "
+        f"{c.priority}: protocol {c.protocol} v{c.protocol_version}, seed {c.seed}, "
+        f"{c.trials_per_task} trials/task"
     )
     console.print(
         "policies: " + ", ".join(f"{p} [{code}]" for p, code in zip(c.policies, c.blind_codes))
@@ -78,28 +82,60 @@ def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-
         table.add_row(cat, diff or "", str(done), str(total))
     table.add_row("[bold]all[/bold]", "", str(c.done), str(c.trials - c.cancelled))
     console.print(table)
+    _print_trial_statuses(state, by_policy)
+
+
+def _print_trial_statuses(state, by_policy) -> None:  # type: ignore[no-untyped-def]
+    """Every planned trial by status and policy; given-up and cancelled ones with the reason
+    their last attempt aborted (the arm's own error code comes first in it)."""
+    from orchestrator.store.lifecycle import TRIAL_STATUSES, incomplete_message
+
+    table = Table(title="trials by status")
+    table.add_column("policy")
+    for st in (*TRIAL_STATUSES, "planned"):
+        table.add_column(st.replace("_", " "), justify="right")
+    for name, code, counts in by_policy:
+        table.add_row(f"{name} [{code}]", *(str(counts[st]) for st in TRIAL_STATUSES),
+                      str(sum(counts.values())))
+    t = state.tally
+    table.add_row("[bold]all[/bold]", *(str(getattr(t, st)) for st in TRIAL_STATUSES),
+                  str(t.planned))
+    console.print(table)
+    if not state.missing:
+        return
+    shown = 20
+    for m in state.missing[:shown]:
+        console.print(
+            f"  trial {m.trial_id} {m.status.replace('_', ' ')}: {m.task_key} #{m.trial_index} "
+            f"{m.policy} [{m.blind_code}], {m.attempts} attempt(s); last abort: "
+            f"{m.last_reason or '-'}", highlight=False, soft_wrap=True, markup=False)
+    if len(state.missing) > shown:
+        console.print(f"  ... and {len(state.missing) - shown} more")
+    if t.open == 0:
+        console.print(incomplete_message(state), highlight=False, soft_wrap=True, markup=False)
 
 
 @campaign_app.command("list")
 def campaign_list() -> None:
     """All campaigns with status, priority and progress."""
+    from orchestrator.store.lifecycle import progress_text, trial_tallies
     from orchestrator.store.queries import list_campaigns
 
     store = open_store()
     with store, store.read() as s:
         rows = list_campaigns(s)
+        tallies = trial_tallies(s, [c.id for c in rows])
     table = Table()
-    for col in ("id", "name", "status", "prio", "protocol", "policies", "done/trials"):
+    for col in ("id", "name", "status done/planned", "prio", "protocol", "policies"):
         table.add_column(col)
     for c in rows:
         table.add_row(
             str(c.id),
             c.name,
-            c.status,
+            progress_text(c.status, tallies[c.id]),
             str(c.priority),
             c.protocol,
             ", ".join(c.policies),
-            f"{c.done}/{c.trials - c.cancelled}",
         )
     console.print(table)
 
@@ -140,7 +176,7 @@ def campaign_pause(campaign: str, by: str = "cli") -> None:
 
 @campaign_app.command("resume")
 def campaign_resume(campaign: str, by: str = "cli") -> None:
-    """Continue a paused campaign where it stopped."""
+    """Continue a paused campaign where it stopped (an incomplete one: `campaign requeue`)."""
     _set_status(campaign, "pending", by)
 
 
@@ -148,6 +184,46 @@ def campaign_resume(campaign: str, by: str = "cli") -> None:
 def campaign_cancel(campaign: str, by: str = "cli") -> None:
     """Cancel pending trials; recorded episodes stay."""
     _set_status(campaign, "cancelled", by)
+
+
+@campaign_app.command("requeue")
+def campaign_requeue(
+    campaign: Annotated[str, typer.Argument(help="Campaign name or id.")],
+    trials: Annotated[str | None, typer.Option(
+        help="Only these trial ids (comma-separated; `campaign show` lists them).")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        help="Which trials: given_up (default) and/or cancelled; repeat for both.")] = None,
+    by: Annotated[str, typer.Option(help="Who re-queues them (audit log).")] = "cli",
+) -> None:
+    """Bring given-up (or cancelled) trials back to the queue with a fresh attempt budget and
+    reopen the campaign; `campaign run` then completes it. Aborted episodes stay in the audit."""
+    from orchestrator.store.campaigns import CampaignError
+    from orchestrator.store.lifecycle import requeue_trials
+
+    ids: list[int] | None = None
+    if trials is not None:
+        try:
+            ids = [int(x) for x in trials.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--trials {trials!r}: expected trial ids like 12,15,40")
+        if not ids:
+            fail("--trials: no trial id given")
+    store = open_store()
+    with store:
+        try:
+            with store.write() as s:
+                res = requeue_trials(s, campaign, statuses=tuple(status or ("given_up",)),
+                                     trial_ids=ids, actor=by)
+        except CampaignError as e:
+            fail(str(e))
+    n = len(res.trial_ids)
+    console.print(
+        f"campaign {res.name}: {n} trial{'s' if n != 1 else ''} re-queued with a fresh attempt "
+        f"budget; {res.previous_status} -> {res.status}", highlight=False)
+    if res.status == "paused":
+        console.print(f"it is paused: `evalfleet campaign resume {res.name}` to run them")
+    else:
+        console.print(f"`evalfleet campaign run {res.name} --fleet fleet.yaml` runs them")
 
 
 @campaign_app.command("priority")
@@ -170,23 +246,35 @@ def report_command(
     format: Annotated[
         str, typer.Option("--format", "-f", help="table | markdown | csv | json")
     ] = "table",
-    test: Annotated[str, typer.Option(help="Policy comparison test: fisher | barnard.")] = "fisher",
+    test: Annotated[str, typer.Option(
+        help="Pairwise test: mcnemar (paired, on matched blocks) | fisher | barnard (unpaired)."
+    )] = "mcnemar",
+    blind: Annotated[bool, typer.Option(
+        "--blind", help="Show each campaign's blind codes instead of policy names.")] = False,
 ) -> None:
-    """Success per generalization category (RT-2 style), Wilson 95% CIs, policy comparison."""
+    """Success per generalization category (RT-2 style) over one or more campaigns: intervals
+    clustered by task, every pair of policies compared (Holm-adjusted), Cochran's Q for 3+
+    policies, planned vs counted and broken pairing. docs/statistics.md explains the numbers."""
     from orchestrator.reporting import build_campaign_report
     from orchestrator.store.campaigns import CampaignError
     from protocols import report as rpt
 
     if format not in ("table", "markdown", "csv", "json"):
         fail(f"--format {format!r}: one of table, markdown, csv, json")
+    if test not in rpt.TEST_NAMES:
+        fail(f"--test {test!r}: one of {', '.join(rpt.TEST_NAMES)}")
     store = open_store()
     with store:
         try:
-            report = build_campaign_report(store, campaign, test=test)
+            report = build_campaign_report(store, campaign, test=test, blind=blind)
         except CampaignError as e:
             fail(str(e))
+        except ValueError as e:
+            fail(f"report of {', '.join(campaign)}: {e}")
     if format == "table":
         console.print(rpt.render_table(report))
+        if report.campaigns:
+            console.print(rpt.render_accounts_table(report))
     elif format == "markdown":
         typer.echo(rpt.render_markdown(report))
     elif format == "csv":

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from orchestrator.cli_common import fail, open_store
 
 console = Console()
-fleet_app = typer.Typer(help="Run the fleet: serve all active campaigns, stop arms.",
+fleet_app = typer.Typer(help="Run the fleet: serve all active campaigns, stop and re-arm arms.",
                         no_args_is_help=True)
 operator_app = typer.Typer(help="Operator actions at the arms (scene set-up).", no_args_is_help=True)
 
@@ -118,8 +118,9 @@ def campaign_run(
     """Run one campaign on the fleet until every trial has a counted episode.
 
     Safe to run again after a crash: expired leases return to the queue and nothing is
-    counted twice."""
+    counted twice. Exits 3 when trials were given up (`evalfleet campaign requeue` them)."""
     from orchestrator.store.campaigns import CampaignError, get_campaign
+    from orchestrator.store.lifecycle import EXIT_INCOMPLETE, incomplete_message
     from orchestrator.store.queries import list_campaigns
 
     cfg = _load_fleet(fleet)
@@ -133,14 +134,32 @@ def campaign_run(
             fail(str(e))
         if summary.status in ("done", "cancelled"):
             fail(f"campaign {summary.name} is {summary.status}; nothing to run")
+        if summary.status == "incomplete":
+            fail(f"campaign {summary.name} is incomplete (trials given up or cancelled): "
+                 f"`evalfleet campaign requeue {summary.name}` re-queues them, then run it again")
         if summary.status == "paused":
             fail(f"campaign {summary.name} is paused: `evalfleet campaign resume {summary.name}`")
         stats, dt = run_fleet(store, cfg, campaign_ids=[c.id], until_done=True,
                               address=ray_address, title=summary.name,
-                              total=summary.trials - summary.cancelled - summary.done,
+                              total=summary.pending + summary.leased,
                               lease_s=lease_s)
+        state = _final_state(store, c.id)
     console.print(f"{stats.recorded} episodes recorded, {stats.aborted} aborted in {dt:.0f} s; "
                   f"`evalfleet report {summary.name}` for the results")
+    if state is not None and state.status == "incomplete":
+        fail(incomplete_message(state), code=EXIT_INCOMPLETE)
+
+
+def _final_state(store, campaign_id: int):  # type: ignore[no-untyped-def]
+    """The campaign once the run ended (None if the store cannot say: the run's own error
+    was reported already)."""
+    from orchestrator.store.lifecycle import campaign_state
+
+    try:
+        with store.read() as s:
+            return campaign_state(s, campaign_id)
+    except Exception:  # noqa: BLE001 - the exit code then stays the run's own
+        return None
 
 
 @fleet_app.command("serve")
@@ -174,6 +193,66 @@ def fleet_stop(
     code = stop(arm, str(fleet), reason)
     if code:
         raise typer.Exit(code)
+
+
+@fleet_app.command("rearm")
+def fleet_rearm(
+    arm: Annotated[str, typer.Argument(help="The e-stopped arm to re-arm.")],
+    fleet: Annotated[Path, typer.Option(help="fleet.yaml naming the arms.")] = Path("fleet.yaml"),
+    by: Annotated[str | None, typer.Option(help="Who re-arms it (audit log; default: you).")]
+    = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+    = False,
+) -> None:
+    """Release an arm's latched e-stop (the bridge's `rearm` request), audited in the store.
+    Make sure the cause of the e-stop is gone first: the arm takes trials again right after."""
+    import getpass
+
+    from orchestrator.store.campaigns import log_event
+    from robots.client import BridgeClient, BridgeError, CurveClientKeys
+
+    cfg = _load_fleet(fleet)
+    arm_cfg = next((a for a in cfg.arms if a.name == arm), None)
+    if arm_cfg is None:
+        fail(f"no arm {arm!r} in {fleet}: it names {', '.join(a.name for a in cfg.arms)}")
+    try:
+        actor = by or getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment
+        actor = "cli"
+    store = open_store()  # a re-arm is audited: no store, no re-arm
+    curve = (CurveClientKeys(arm_cfg.curve.client_secret, arm_cfg.curve.server_public)
+             if arm_cfg.curve else None)
+    with store:
+        try:
+            with BridgeClient(arm_cfg.endpoint, timeout_ms=arm_cfg.timeout_ms, curve=curve,
+                              name=f"evalfleet-rearm-{actor}") as client:
+                status = client.status()
+                if not status.get("estopped"):
+                    console.print(f"{arm}: not e-stopped; nothing to re-arm")
+                    return
+                reason = status.get("estop_reason") or "no reason given"
+                if not yes and not typer.confirm(
+                        f"{arm} is e-stopped ({reason}). Re-arm it? It takes trials again "
+                        "right after", default=False):
+                    fail(f"{arm}: not re-armed")
+                summary = client.rearm()
+        except BridgeError as e:
+            fail(f"{arm}: re-arm failed, nothing was re-armed: {e}".splitlines()[0])
+        if summary.estopped:
+            fail(f"{arm}: the bridge still reports its e-stop latched after the re-arm")
+        from sqlalchemy import select
+
+        from orchestrator.store.models import Robot
+
+        try:
+            with store.write() as s:
+                rid = s.scalar(select(Robot.id).where(Robot.name == arm))
+                log_event(s, "estop_rearmed", actor=actor, robot_id=rid, robot=arm,
+                          endpoint=arm_cfg.endpoint, estop_reason=reason)
+        except Exception as e:  # noqa: BLE001 - the arm is re-armed: say that it is not audited
+            fail(f"{arm}: re-armed, but the audit event could not be written: "
+                 f"{e.__class__.__name__}: {e}".splitlines()[0])
+    console.print(f"{arm}: re-armed by {actor} (was: {reason})", highlight=False)
 
 
 def log_estop_event(arm: str | None, results: dict[str, str]) -> None:
