@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,7 +67,8 @@ def enter_name(page, name: str) -> None:  # type: ignore[no-untyped-def]
     settle(page)
 
 
-def shoot(base: str, out: Path) -> list[Path]:
+def shoot(base: str, out: Path, before: Callable[[str], None] | None = None) -> list[Path]:
+    """One PNG per page into `out`; `before(name)` runs before a page is opened."""
     out.mkdir(parents=True, exist_ok=True)
     shots = []
     with browser_page() as page:
@@ -83,6 +84,8 @@ def shoot(base: str, out: Path) -> list[Path]:
             ("fleet", "Fleet", "[data-testid='stDataFrame']"),
             ("episode", "Episode", "video"),
         ]:
+            if before is not None:
+                before(name)
             if link:  # in-app navigation keeps the session (and the evaluator's name)
                 page.get_by_test_id("stSidebarNav").get_by_role(  # type: ignore[attr-defined]
                     "link", name=link).click()
@@ -99,7 +102,35 @@ def shoot(base: str, out: Path) -> list[Path]:
             page.screenshot(path=str(target))  # type: ignore[attr-defined]
             page.set_viewport_size({"width": 1440, "height": 1000})  # type: ignore[attr-defined]
             shots.append(target)
+        # the Fleet page as an operator's laptop shows it: E-STOP ALL first, labels whole
+        if before is not None:
+            before("fleet-800")
+        page.get_by_test_id("stSidebarNav").get_by_role(  # type: ignore[attr-defined]
+            "link", name="Fleet").click()
+        page.set_viewport_size({"width": 800, "height": 900})  # type: ignore[attr-defined]
+        settle(page, 1500)
+        page.wait_for_selector("[data-testid='stDataFrame']")  # type: ignore[attr-defined]
+        settle(page, 1500)
+        target = out / "fleet-800.png"
+        page.screenshot(path=str(target))  # type: ignore[attr-defined]
+        shots.append(target)
     return shots
+
+
+def fleet_heartbeats(store: object) -> None:
+    """Before the Fleet shot: arm-1's orchestrator has just written, arm-2's went silent
+    minutes ago (its row still says busy), so the page shows one arm online, one stale."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from orchestrator.store.models import Robot
+
+    now = datetime.now(UTC)
+    with store.write() as s:  # type: ignore[attr-defined]
+        s.execute(update(Robot).where(Robot.name == "arm-1").values(last_heartbeat=now))
+        s.execute(update(Robot).where(Robot.name == "arm-2")
+                  .values(last_heartbeat=now - timedelta(minutes=7)))
 
 
 def main() -> None:
@@ -114,21 +145,24 @@ def main() -> None:
         home = Path(d)
         engine = make_engine(f"sqlite:///{home / 'evalfleet.db'}")
         migrate.upgrade(engine)
-        with Store(engine) as store:
-            populate(store, home / "media", (
-                CampaignSpec("rt2-generalization-nov", "rt2_generalization",
-                             ("rt2-pali-3b", "openvla-7b"), trials=1, episodes=56),
-                CampaignSpec("smoke-nightly", "smoke", ("rt2-pali-3b", "scripted-baseline"),
-                             trials=2)))
-        env = {**os.environ, "EVALFLEET_HOME": str(home)}
+        store = Store(engine)
+        populate(store, home / "media", (
+            CampaignSpec("rt2-generalization-nov", "rt2_generalization",
+                         ("rt2-pali-3b", "openvla-7b"), trials=1, episodes=56),
+            CampaignSpec("smoke-nightly", "smoke", ("rt2-pali-3b", "scripted-baseline"),
+                         trials=2)))
+        # dana is staff: the screenshots show names (evaluators see the blind views)
+        env = {**os.environ, "EVALFLEET_HOME": str(home), "EVALFLEET_STAFF": "dana"}
         env.pop("EVALFLEET_DATABASE_URL", None)
         port = free_port()
         proc = start_server(port, env, home / "streamlit.log")
         try:
-            for p in shoot(f"http://127.0.0.1:{port}", args.out):
+            for p in shoot(f"http://127.0.0.1:{port}", args.out, before=lambda name: (
+                    fleet_heartbeats(store) if name.startswith("fleet") else None)):
                 print(f"wrote {p}")
         finally:
             stop_server(proc)
+            store.close()
 
 
 if __name__ == "__main__":

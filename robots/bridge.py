@@ -29,7 +29,7 @@ import zmq
 
 from robots import protocol as P
 from robots import safety as S
-from robots.drivers.base import RobotDriver
+from robots.drivers.base import NotReady, RobotDriver
 from robots.keys import CurveServerAuth, KeyFileError
 from robots.types import Action, SceneSpec
 
@@ -108,6 +108,8 @@ class BridgeServer:
         self._last_proprio: tuple[float, ...] | None = None
         self._last_obs: tuple[dict, dict] | None = None  # (wire obs, frames) for the stream
         self._last_pub_ns = 0
+        self._stream_failing = False  # the idle stream's observe fails: said once, until it works
+        self.loop_iterations = 0  # control-loop wake-ups (tests drive the loop by this)
         self._wd_ns = int(config.watchdog_ms * 1e6)
         self._age_ns = int(config.max_command_age_ms * 1e6)
         self._stream_ns = int(1e9 / config.stream_fps) if config.stream_fps > 0 else 0
@@ -217,6 +219,7 @@ class BridgeServer:
         poller.register(router, zmq.POLLIN)
         try:
             while not self._stop.is_set():  # one message per wake-up: the watchdog ticks between
+                self.loop_iterations += 1
                 if poller.poll(self._poll_timeout_ms()):  # messages even under a flood
                     self._serve(router, router.recv_multipart(copy=False))
                 self._tick()
@@ -352,11 +355,21 @@ class BridgeServer:
             return
         try:
             obs, frames = self._observe()
-        except Exception:
-            self._bump("driver_errors")
-            log.exception("driver.observe() failed for the live stream")
+        except NotReady:  # nothing to show yet (a sim before its first reset): not a fault
             self._last_pub_ns = time.monotonic_ns()
             return
+        except Exception as e:  # counted every time, said once per failing streak (not 10/s)
+            self._bump("driver_errors")
+            self._last_pub_ns = time.monotonic_ns()
+            if not self._stream_failing:
+                self._stream_failing = True
+                log.warning("live stream paused: driver.observe() failed: %s: %s (said once; the "
+                            "stream resumes when observe works again)", type(e).__name__, e)
+                log.debug("driver.observe() failure", exc_info=True)
+            return
+        if self._stream_failing:
+            self._stream_failing = False
+            log.info("live stream resumed: driver.observe() works again")
         self._publish(obs, frames, force=True)
 
     # --- request handlers: (request, recv_ns) -> (reply fields, buffers) ---------------

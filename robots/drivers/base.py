@@ -14,6 +14,12 @@ import numpy as np
 from robots.types import Action, ActionSpace, SceneSpec, Workspace
 
 
+class NotReady(RuntimeError):
+    """observe() has nothing to show yet (a simulator before its first reset). Not a fault:
+    the bridge's idle live stream skips quietly; a client's observe request still gets the
+    error."""
+
+
 @dataclass(frozen=True)
 class CameraSpec:
     name: str

@@ -51,6 +51,7 @@ from robots.drivers.base import (
     CameraSpec,
     Capabilities,
     DriverObservation,
+    NotReady,
     ResetResult,
     RobotDriver,
 )
@@ -123,7 +124,7 @@ class SimDriver(RobotDriver):
     # ------------------------------------------------------------ control
     def _require(self) -> tuple[SceneSpec, WorldState, Renderer]:
         if self._state is None or self._scene is None or self._renderer is None:
-            raise RuntimeError("SimDriver: call reset(scene) before observe/apply")
+            raise NotReady("SimDriver: call reset(scene) before observe/apply")
         return self._scene, self._state, self._renderer
 
     def apply(self, action: Action) -> None:
