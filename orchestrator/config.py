@@ -4,6 +4,10 @@ Environment variables (pydantic-settings, prefix EVALFLEET_):
   EVALFLEET_HOME          data dir (default ~/.local/share/evalfleet): SQLite file, media, keys
   EVALFLEET_DATABASE_URL  SQLAlchemy URL (default sqlite:///$EVALFLEET_HOME/evalfleet.db);
                           PostgreSQL: postgresql+psycopg://user@host:5432/db
+  EVALFLEET_STAFF         dashboard staff: comma-separated names / e-mails (see docs/dashboard.md)
+  EVALFLEET_STAFF_GROUPS  OIDC groups whose members are staff (default evalfleet-staff)
+  EVALFLEET_DB_RETRY_WINDOW_S  how long the orchestrator retries an unreachable database
+                          before it stops the run (default 25 s)
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     database_url: str | None = None
     sqlite_busy_timeout_ms: int = 30_000
+    # Dashboard roles (dashboard/visibility.py): comma-separated staff names / e-mails and
+    # OIDC groups; everyone else is an evaluator and sees blind views only.
+    staff: str = ""
+    staff_groups: str = "evalfleet-staff"
+    db_retry_window_s: float = Field(default=25.0, gt=0)
 
     @property
     def media_dir(self) -> Path:

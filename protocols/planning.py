@@ -8,6 +8,10 @@ Design (paired, blocked, blind):
   drift over time (lighting, robot wear, battery) hits all policies alike;
 - each policy gets a blind code ("P-7K2Q") so evaluators never see policy names.
 
+Blind codes are an *input* (`blind_codes=`), never derived from the seed: the store draws them
+per campaign with a CSPRNG (`draw_blind_codes(names, secrets.choice, avoid=...)`) and keeps
+them unique store-wide, so a code learnt in one campaign says nothing about another.
+
 Determinism: only `random.Random` seeded with integers derived through SHA-256 (never
 `hash()`, which is salted per process), so the same inputs give the same plan in any
 process. Scene seeds depend only on (seed, task key, trial index): adding a policy to a
@@ -19,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import operator
 import random
+import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from protocols.schema import Category, Protocol
@@ -32,6 +37,8 @@ __all__ = [
     "PlanSummary",
     "PlannedTrial",
     "PlanningError",
+    "check_blind_codes",
+    "draw_blind_codes",
     "plan_campaign",
     "summarize_plan",
 ]
@@ -40,6 +47,12 @@ __all__ = [
 BLIND_CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 BLIND_CODE_LENGTH = 4
 SCENE_SEED_BITS = 31  # fits a signed 32-bit SQL integer
+BLIND_CODE_PATTERN = re.compile(rf"^P-[{BLIND_CODE_ALPHABET}]{{{BLIND_CODE_LENGTH}}}$")
+_MAX_DRAWS = 10_000
+
+#: One character from the alphabet it is given: `secrets.choice` in the store (a CSPRNG),
+#: `random.Random(n).choice` in tests.
+CharSource = Callable[[str], str]
 
 
 class PlanningError(ValueError):
@@ -115,8 +128,14 @@ def plan_campaign(
     policies: Sequence[str],
     trials_per_task: int | None = None,
     seed: int = 0,
+    *,
+    blind_codes: Mapping[str, str],
 ) -> CampaignPlan:
-    """Plan every trial of a campaign. `trials_per_task` defaults to the protocol's."""
+    """Plan every trial of a campaign. `trials_per_task` defaults to the protocol's.
+
+    `blind_codes` (policy name -> code, one per policy) come from the caller (the store draws
+    them at random, unique store-wide); the plan's order and scenes never depend on them.
+    """
     names = _validated_policies(policies)
     trials = _as_int(
         protocol.trials_per_task if trials_per_task is None else trials_per_task,
@@ -126,7 +145,7 @@ def plan_campaign(
         raise PlanningError(f"trials per task must be >= 1, got {trials}")
     seed = _as_int(seed, "seed")
 
-    codes = _blind_codes(names, seed)
+    codes = check_blind_codes(names, blind_codes)
     blocks = [
         (task, index, scene_seed)
         for task in protocol.tasks
@@ -175,7 +194,67 @@ def summarize_plan(plan: CampaignPlan) -> PlanSummary:
     )
 
 
+def draw_blind_codes(
+    policies: Sequence[str], choose: CharSource, *, avoid: Collection[str] = ()
+) -> dict[str, str]:
+    """A fresh blind code per policy, each drawn character by character from `choose`.
+
+    Codes are distinct, not in `avoid` (e.g. the codes the store has already handed out) and
+    reveal no policy name. Pure given `choose`: pass `secrets.choice` for real campaigns.
+    """
+    names = _validated_policies(policies)
+    lowered = [n.lower() for n in names]
+    taken = set(avoid)
+    codes: dict[str, str] = {}
+    for name in names:
+        for _ in range(_MAX_DRAWS):
+            code = "P-" + "".join(choose(BLIND_CODE_ALPHABET) for _ in range(BLIND_CODE_LENGTH))
+            if code not in taken and not _reveals(code, lowered):
+                codes[name] = code
+                taken.add(code)
+                break
+        else:  # absurd names (one policy per letter), or a broken / exhausted code source
+            raise PlanningError(
+                f"cannot draw a free blind code that avoids every policy name for {name!r} "
+                f"in {_MAX_DRAWS} draws; use longer policy names"
+            )
+    return codes
+
+
+def check_blind_codes(policies: Sequence[str], codes: Mapping[str, str]) -> dict[str, str]:
+    """The codes in policy order, or PlanningError naming what is wrong with them."""
+    names = _validated_policies(policies)
+    missing = [n for n in names if n not in codes]
+    extra = sorted(set(codes) - set(names))
+    if missing or extra:
+        raise PlanningError(
+            "blind codes must name exactly the campaign's policies; "
+            + "; ".join(part for part in (
+                f"missing: {', '.join(missing)}" if missing else "",
+                f"unknown: {', '.join(extra)}" if extra else "") if part)
+        )
+    ordered = {n: codes[n] for n in names}
+    lowered = [n.lower() for n in names]
+    for name, code in ordered.items():
+        if not isinstance(code, str) or not BLIND_CODE_PATTERN.match(code):
+            raise PlanningError(
+                f"blind code {code!r} for {name!r} is not of the form P-XXXX "
+                f"(characters from {BLIND_CODE_ALPHABET})"
+            )
+        if _reveals(code, lowered):
+            raise PlanningError(f"blind code {code} reveals a policy name; draw another")
+    repeated = sorted({c for c in ordered.values() if list(ordered.values()).count(c) > 1})
+    if repeated:
+        raise PlanningError(f"blind codes must differ per policy; repeated: {', '.join(repeated)}")
+    return ordered
+
+
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _reveals(code: str, lowered_names: Sequence[str]) -> bool:
+    body = code[2:].lower()
+    return any(n in body or (len(n) > 2 and n in code.lower()) for n in lowered_names)
 
 
 def _validated_policies(policies: Sequence[str]) -> list[str]:
@@ -219,28 +298,6 @@ def _scene_seeds(seed: int, task_key: str, count: int) -> list[int]:
             continue
         seeds.append(value)
     return seeds
-
-
-def _blind_codes(names: list[str], seed: int) -> dict[str, str]:
-    rng = random.Random(_derive(seed, "blind-codes"))
-    lowered = [n.lower() for n in names]
-    codes: dict[str, str] = {}
-    for name in names:
-        for _ in range(10_000):
-            body = "".join(rng.choice(BLIND_CODE_ALPHABET) for _ in range(BLIND_CODE_LENGTH))
-            code = f"P-{body}"
-            revealing = any(
-                n in body.lower() or (len(n) > 2 and n in code.lower()) for n in lowered
-            )
-            if code not in codes.values() and not revealing:
-                codes[name] = code
-                break
-        else:  # only with absurd names such as one policy per letter of the alphabet
-            raise PlanningError(
-                f"cannot draw a blind code that avoids every policy name for {name!r}; "
-                "use longer policy names"
-            )
-    return codes
 
 
 _CATEGORY_RANK = {c.value: i for i, c in enumerate(Category)}

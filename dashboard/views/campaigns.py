@@ -9,6 +9,8 @@ import secrets
 import streamlit as st
 
 from dashboard import data, ui
+from dashboard.identity import current_role
+from dashboard.visibility import Role, campaign_title, policy_title
 from orchestrator.store.browse import BrowseError
 from orchestrator.store.campaigns import CampaignError
 from protocols.loader import ProtocolError, shipped_protocol_paths
@@ -21,7 +23,7 @@ def _prompts() -> None:
     st.subheader("Scene setup needed")
     for p in prompts:
         with st.container(border=True):
-            c1, c2 = st.columns([5, 1])
+            c1, c2 = st.columns([2, 1])  # the button keeps its label at 800 px
             c1.markdown(f"**{p.robot}** · since {ui.fmt_time(p.at)} ({ui.ago(p.at)})"
                         + (f" · episode {p.episode_id}" if p.episode_id else "")
                         + f"\n\n{p.instructions or 'Set up the scene for the next trial.'}")
@@ -37,6 +39,17 @@ def _prompts() -> None:
                 st.rerun()
 
 
+def new_campaign_problems(protocol: str | None, policies: list[str]) -> list[str]:
+    """What the New campaign form still needs, one sentence each (empty: it can be created)."""
+    problems = []
+    if not protocol:
+        problems.append("choose a protocol.")
+    if not policies:
+        problems.append("choose at least one policy (the campaign runs only the policies "
+                        "picked, in that order).")
+    return [p[0].upper() + p[1:] for p in problems]
+
+
 def _create() -> None:
     pols = data.policies()
     names = list(dict.fromkeys(p[0] for p in pols))
@@ -45,21 +58,25 @@ def _create() -> None:
         if not names:
             st.info("No policy is registered: `evalfleet policy register NAME --kind ...`.")
             return
+        # Nothing is preselected: a campaign runs exactly the protocol and policies someone
+        # picked (a default here once queued policies nobody had chosen).
         with st.form("new_campaign", clear_on_submit=False):
             c1, c2 = st.columns(2)
-            protocol = c1.selectbox("Protocol", protocols, key="new_protocol")
+            protocol = c1.selectbox("Protocol", protocols, index=None, key="new_protocol",
+                                    placeholder="Choose a protocol")
             name = c2.text_input("Name", placeholder="default: protocol name + random suffix",
                                  key="new_name")
-            chosen = st.multiselect("Policies (column order)", names, default=names[:2],
-                                    key="new_policies")
+            chosen = st.multiselect("Policies (column order)", names, default=[],
+                                    key="new_policies", placeholder="Choose one or more policies")
             c3, c4, c5 = st.columns(3)
             trials = c3.number_input("Trials per task and policy", 1, 1000, 3, key="new_trials")
             seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="new_seed")
             priority = c5.number_input("Priority (higher first)", -100, 100, 0, key="new_priority")
             if not st.form_submit_button("Create campaign", type="primary"):
                 return
-    if not chosen:
-        st.error("Pick at least one policy.")
+    missing = new_campaign_problems(protocol, chosen)
+    if missing:
+        st.error("Campaign not created: " + " ".join(missing))
         return
     final = name.strip() or f"{protocol}-{secrets.token_hex(3)}"
     try:
@@ -80,15 +97,56 @@ def _act(fn, *args) -> None:  # type: ignore[no-untyped-def]
         ui.flash("error", str(e))
 
 
+CONFIRM_KEY = "_confirm_cancel"  # the campaign id whose cancellation awaits confirmation
+
+
+def _ask_cancel(campaign_id: int) -> None:
+    st.session_state[CONFIRM_KEY] = campaign_id
+
+
+def _answer_cancel(campaign_id: int, label: str, yes: bool) -> None:
+    st.session_state.pop(CONFIRM_KEY, None)
+    if not yes:
+        return
+    try:
+        data.set_status(campaign_id, "cancelled", ui.actor())
+    except CampaignError as e:
+        ui.flash("error", str(e))
+    else:
+        ui.flash("warning", f"Campaign **{label}** cancelled: its pending "
+                            "trials will not run.")
+
+
+def _confirm_cancel(c, label: str) -> None:  # type: ignore[no-untyped-def]
+    """The second, explicit step: names the campaign (`label`, as this viewer may see it) and
+    what is lost."""
+    with st.container(border=True):
+        st.warning(f"Cancel campaign **{label}**? Its **{c.pending} pending "
+                   f"trial{'s' if c.pending != 1 else ''}** will never run"
+                   + (f" ({c.leased} running now)" if c.leased else "")
+                   + ", and the campaign cannot be resumed.",
+                   icon=":material/warning:")
+        y, n = st.columns(2)
+        y.button(f"Yes, cancel {label}", key=f"cancel_yes_{c.id}", type="primary",
+                 on_click=_answer_cancel, args=(c.id, label, True), icon=":material/cancel:")
+        n.button("No, keep it", key=f"cancel_no_{c.id}", on_click=_answer_cancel,
+                 args=(c.id, label, False))
+
+
 def _campaign(c) -> None:  # type: ignore[no-untyped-def]
     total = max(1, c.trials - c.cancelled)
     with st.container(border=True):
-        h1, h2 = st.columns([4, 3])
-        h1.markdown(f"### {c.name} `#{c.id}`\n**{c.status}** · priority {c.priority} · "
+        # stacked, not side by side: at 800 px the buttons keep their labels ("Cancel", not
+        # an unlabeled icon)
+        h1, h2 = st.container(), st.container()
+        role = current_role()  # evaluators: blind (campaign number, policy codes only)
+        title = f"{c.name} `#{c.id}`" if role is Role.STAFF else campaign_title(role, c.id,
+                                                                                  c.name, c.protocol)
+        h1.markdown(f"### {title}\n**{c.status}** · priority {c.priority} · "
                     f"{c.protocol} v{c.protocol_version} · seed {c.seed} · "
                     f"{c.trials_per_task} trials/task · policies: "
-                    + ", ".join(f"{p} ({code})" for p, code in zip(c.policies, c.blind_codes,
-                                                                   strict=True)))
+                    + ", ".join(policy_title(role, p, code)
+                                for p, code in zip(c.policies, c.blind_codes, strict=True)))
         h1.progress(c.done / total, text=f"{c.done}/{total} trials done · {c.leased} running · "
                                           f"{c.pending} pending")
         b1, b2, b3 = h2.columns(3)
@@ -98,8 +156,10 @@ def _campaign(c) -> None:  # type: ignore[no-untyped-def]
         b2.button("Resume", key=f"resume_{c.id}", disabled=c.status != "paused", on_click=_act,
                   args=(data.set_status, c.id, "pending"), icon=":material/play_arrow:")
         b3.button("Cancel", key=f"cancel_{c.id}", disabled=c.status in ("done", "cancelled"),
-                  on_click=_act, args=(data.set_status, c.id, "cancelled"),
-                  icon=":material/cancel:")
+                  on_click=_ask_cancel, args=(c.id,), icon=":material/cancel:",
+                  help="Asks for confirmation first.")
+        if st.session_state.get(CONFIRM_KEY) == c.id and c.status not in ("done", "cancelled"):
+            _confirm_cancel(c, campaign_title(role, c.id, c.name, c.protocol))
         p1, p2 = h2.columns([2, 1])
         prio = p1.number_input("Priority", -100, 100, c.priority, key=f"prio_{c.id}",
                                label_visibility="collapsed")
@@ -116,7 +176,10 @@ def _campaign(c) -> None:  # type: ignore[no-untyped-def]
 def render() -> None:
     ui.start("Campaigns")
     _prompts()
-    _create()
+    if current_role() is Role.STAFF:  # the form lists policy names: staff only
+        _create()
+    else:
+        st.caption("Campaigns are created by staff (EVALFLEET_STAFF); you see them blind.")
     camps = data.campaigns()
     show = st.segmented_control("Show", ["active", "all"], default="active", key="camp_show")
     for c in camps:

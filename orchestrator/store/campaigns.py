@@ -6,11 +6,13 @@ together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.store.models import (
@@ -26,6 +28,7 @@ from orchestrator.store.models import (
 if TYPE_CHECKING:
     from protocols.loader import LoadedProtocol
 
+TRIALS = cast(Table, Trial.__table__)  # Core statements on the trials table (typed)
 CAMPAIGN_STATUSES = ("pending", "running", "paused", "done", "cancelled")
 
 
@@ -84,35 +87,17 @@ def upsert_protocol(s: Session, loaded: LoadedProtocol) -> Protocol:
     return row
 
 
-def register_policy(s: Session, spec: PolicySpec) -> Policy:
-    """Register a policy version; the same name+version with other weights is refused."""
-    row = s.scalar(select(Policy).where(Policy.name == spec.name, Policy.version == spec.version))
-    if row is not None:
-        if (
-            spec.weights_checksum
-            and row.weights_checksum
-            and row.weights_checksum != spec.weights_checksum
-        ):
-            raise CampaignError(
-                f"policy {spec.name!r} version {spec.version!r} is already registered with "
-                f"weights checksum {row.weights_checksum[:12]}..., not "
-                f"{spec.weights_checksum[:12]}...: register it under a new --version"
-            )
-        row.kind = spec.kind
-        row.checkpoint_uri = spec.checkpoint_uri
-        row.config = spec.config or {}
-        row.weights_checksum = spec.weights_checksum or row.weights_checksum
-        return row
-    row = Policy(
-        name=spec.name,
-        version=spec.version,
-        kind=spec.kind,
-        checkpoint_uri=spec.checkpoint_uri,
-        config=spec.config or {},
-        weights_checksum=spec.weights_checksum,
-    )
-    s.add(row)
-    s.flush()
+def register_policy(
+    s: Session, spec: PolicySpec, *, force: bool = False, actor: str = "system"
+) -> Policy:
+    """Register a policy version, or confirm it is registered unchanged (a no-op).
+
+    A registered name + version is immutable: a different spec under it raises
+    policies.registration.PolicyChangeRefused (see orchestrator/store/policies.py)."""
+    from orchestrator.store.policies import register
+
+    row = s.get(Policy, register(s, spec, force=force, actor=actor).policy_id)
+    assert row is not None
     return row
 
 
@@ -142,14 +127,22 @@ def create_campaign(
     seed: int,
     priority: int = 0,
     created_by: str | None = None,
+    choose: Callable[[str], str] = secrets.choice,
 ) -> Campaign:
-    """Plan a campaign (pure planning) and write it with all its trials in one transaction."""
+    """Plan a campaign (pure planning) and write it with all its trials in one transaction.
+
+    Blind codes are drawn here with a CSPRNG (`choose`; tests may pass a seeded one), fresh
+    per campaign and unique in the whole store (unique constraint on blind_code; a clash with
+    a campaign created at the same moment is redrawn).
+    """
     from protocols.planning import plan_campaign
 
     if s.scalar(select(func.count()).select_from(Campaign).where(Campaign.name == name)):
         raise CampaignError(f"campaign {name!r} already exists: choose another --name")
     policies = [find_policy(s, p) for p in policy_names]
-    plan = plan_campaign(loaded.protocol, [p.name for p in policies], trials_per_task, seed)
+    names = [p.name for p in policies]
+    codes = allocate_blind_codes(s, names, choose=choose)
+    plan = plan_campaign(loaded.protocol, names, trials_per_task, seed, blind_codes=codes)
     proto_row = upsert_protocol(s, loaded)
     campaign = Campaign(
         name=name,
@@ -162,22 +155,12 @@ def create_campaign(
     )
     s.add(campaign)
     s.flush()
-    cp_by_name: dict[str, CampaignPolicy] = {}
-    for position, pol in enumerate(policies):
-        cp = CampaignPolicy(
-            campaign_id=campaign.id,
-            policy_id=pol.id,
-            blind_code=plan.blind_codes[pol.name],
-            position=position,
-        )
-        s.add(cp)
-        cp_by_name[pol.name] = cp
-    s.flush()
+    cp_by_name = _add_campaign_policies(s, campaign.id, policies, plan.blind_codes, choose)
     task_ids = {
         k: v for k, v in s.execute(select(Task.key, Task.id).where(Task.protocol_id == proto_row.id))
     }
     s.execute(
-        Trial.__table__.insert(),
+        TRIALS.insert(),
         [
             {
                 "campaign_id": campaign.id,
@@ -204,6 +187,70 @@ def create_campaign(
     return campaign
 
 
+BLIND_CODE_ATTEMPTS = 20
+
+
+def taken_blind_codes(s: Session, codes: Collection[str]) -> set[str]:
+    """Which of these codes some campaign in the store already uses."""
+    if not codes:
+        return set()
+    return set(s.scalars(select(CampaignPolicy.blind_code).where(
+        CampaignPolicy.blind_code.in_(sorted(codes)))))
+
+
+def allocate_blind_codes(
+    s: Session, names: Sequence[str], *, choose: Callable[[str], str] = secrets.choice,
+    avoid: Collection[str] = (),
+) -> dict[str, str]:
+    """Fresh random blind codes for these policies that no campaign in the store uses yet."""
+    from protocols.planning import draw_blind_codes
+
+    avoided = set(avoid)
+    for _ in range(BLIND_CODE_ATTEMPTS):
+        codes = draw_blind_codes(names, choose, avoid=avoided)
+        clash = taken_blind_codes(s, codes.values())
+        if not clash:
+            return codes
+        avoided |= clash
+    raise CampaignError(
+        f"could not draw {len(names)} free blind codes in {BLIND_CODE_ATTEMPTS} attempts: "
+        "the code space is nearly used up or the code source repeats itself"
+    )
+
+
+def _add_campaign_policies(
+    s: Session, campaign_id: int, policies: Sequence[Policy], codes: Mapping[str, str],
+    choose: Callable[[str], str],
+) -> dict[str, CampaignPolicy]:
+    """Insert the campaign's policies with their codes; a code that another transaction took
+    meanwhile (the unique constraint fires) is redrawn, inside a savepoint."""
+    avoided: set[str] = set()
+    for _ in range(BLIND_CODE_ATTEMPTS):
+        rows = {
+            pol.name: CampaignPolicy(campaign_id=campaign_id, policy_id=pol.id,
+                                     blind_code=codes[pol.name], position=position)
+            for position, pol in enumerate(policies)
+        }
+        try:
+            with s.begin_nested():
+                s.add_all(rows.values())
+                s.flush()
+            return rows
+        except IntegrityError:
+            for row in rows.values():
+                if row in s:
+                    s.expunge(row)
+            clash = taken_blind_codes(s, codes.values())
+            if not clash:  # some other constraint: not ours to retry
+                raise
+            avoided |= clash
+            codes = allocate_blind_codes(s, list(rows), choose=choose, avoid=avoided)
+    raise CampaignError(
+        f"could not store free blind codes in {BLIND_CODE_ATTEMPTS} attempts: "
+        "campaigns are being created too fast; try again"
+    )
+
+
 def get_campaign(s: Session, name_or_id: str | int) -> Campaign:
     if isinstance(name_or_id, int) or str(name_or_id).isdigit():
         row = s.get(Campaign, int(name_or_id))
@@ -225,12 +272,16 @@ def set_campaign_status(
         raise CampaignError(f"unknown campaign status {status!r}: one of {CAMPAIGN_STATUSES}")
     campaign = get_campaign(s, name_or_id)
     old = campaign.status
+    if old == "incomplete" and status in ("running", "pending", "paused"):
+        raise CampaignError(  # nothing is left in its queue: resuming would change nothing
+            f"campaign {campaign.name!r} is incomplete (trials given up or cancelled): "
+            f"`evalfleet campaign requeue {campaign.name}` re-queues them")
     if old in ("done", "cancelled") and status in ("running", "pending", "paused"):
         raise CampaignError(f"campaign {campaign.name!r} is {old}; it cannot become {status}")
     campaign.status = status
     if status == "cancelled":
         s.execute(
-            Trial.__table__.update()
+            TRIALS.update()
             .where(Trial.campaign_id == campaign.id, Trial.status == "pending")
             .values(status="cancelled")
         )

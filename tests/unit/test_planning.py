@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -19,14 +21,22 @@ from protocols.planning import (
     BLIND_CODE_ALPHABET,
     CampaignPlan,
     PlanningError,
-    plan_campaign,
+    check_blind_codes,
+    draw_blind_codes,
     summarize_plan,
 )
+from protocols.planning import plan_campaign as _plan_campaign
 from protocols.schema import Protocol
 
 RT2: Protocol = load_protocol(SHIPPED_PROTOCOLS_DIR / "rt2_generalization.yaml").protocol
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PATTERN = re.compile(rf"^P-[{BLIND_CODE_ALPHABET}]{{4}}$")
+
+def plan_campaign(protocol, policies, trials=None, seed=0, code_seed=0):  # type: ignore[no-untyped-def]
+    """The pure planner with blind codes drawn from a seeded stand-in for the store's CSPRNG."""
+    codes = draw_blind_codes(policies, random.Random(code_seed).choice)
+    return _plan_campaign(protocol, policies, trials, seed, blind_codes=codes)
+
 
 policy_names = st.lists(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=10),
@@ -162,9 +172,11 @@ def test_plan_is_the_same_in_another_process() -> None:
     plan = plan_campaign(RT2, ["rt1", "openvla", "pi0"], 2, seed=2024)
     script = (
         "import json; from protocols.loader import load_protocol; "
-        "from protocols.planning import plan_campaign; "
+        "import random; from protocols.planning import plan_campaign, draw_blind_codes; "
         "p = load_protocol('protocols/rt2_generalization.yaml').protocol; "
-        "plan = plan_campaign(p, ['rt1', 'openvla', 'pi0'], 2, seed=2024); "
+        "names = ['rt1', 'openvla', 'pi0']; "
+        "codes = draw_blind_codes(names, random.Random(0).choice); "
+        "plan = plan_campaign(p, names, 2, seed=2024, blind_codes=codes); "
         "print(json.dumps([[t.order, t.task_key, t.policy, t.blind_code, t.trial_index, "
         "t.scene_seed] for t in plan.trials]))"
     )
@@ -213,3 +225,73 @@ def test_summary_counts() -> None:
     ]
     text = "\n".join(summary.lines())
     assert f"{summary.total_trials} trials" in text and plan.blind_codes["a1"] in text
+
+
+# --- blind codes: an input drawn at random, never derived from the seed -------------------------
+
+
+@PROPERTY
+@given(protocols(), policy_names, trial_counts, seeds, st.integers(0, 2**32), st.integers(0, 2**32))
+def test_the_plan_does_not_depend_on_the_codes(protocol, policies, trials, seed, a, b) -> None:
+    first = plan_campaign(protocol, policies, trials, seed, code_seed=a)
+    second = plan_campaign(protocol, policies, trials, seed, code_seed=b)
+
+    def shape(plan: CampaignPlan) -> list:
+        return [(t.order, t.task_key, t.policy, t.trial_index, t.scene_seed) for t in plan.trials]
+
+    assert shape(first) == shape(second)
+    if a != b:  # the codes come from the code source, not from the seed
+        assert first.blind_codes != second.blind_codes
+
+
+def test_same_seed_with_fresh_codes_gives_other_codes() -> None:
+    """Two campaigns with the default seed: the codes differ as soon as the draws differ."""
+    import secrets
+
+    codes = [draw_blind_codes(["alpha", "beta"], secrets.choice) for _ in range(20)]
+    assert len({c["alpha"] for c in codes}) > 15  # 32**4 codes: repeats are rare
+
+
+@PROPERTY
+@given(policy_names, st.integers(0, 2**32))
+def test_drawn_codes_avoid_the_taken_ones(policies, n) -> None:
+    taken = set(draw_blind_codes(policies, random.Random(n).choice).values())
+    codes = draw_blind_codes(policies, random.Random(n).choice, avoid=taken)  # same draws
+    assert not taken & set(codes.values())
+    assert check_blind_codes(policies, codes) == codes
+
+
+def test_an_exhausted_code_source_is_a_clear_error() -> None:
+    only = itertools.cycle("2")  # always "P-2222"
+    with pytest.raises(PlanningError, match="cannot draw a free blind code"):
+        draw_blind_codes(["a1"], lambda _alphabet: next(only), avoid={"P-2222"})
+
+
+def test_codes_never_spell_a_policy_name() -> None:
+    letters = itertools.cycle("ABCD2345")  # P-ABCD first, which spells the policy "abcd"
+    codes = draw_blind_codes(["abcd"], lambda _alphabet: next(letters))
+    assert codes["abcd"] != "P-ABCD" and "abcd" not in codes["abcd"].lower()
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        ({"a1": "P-2345"}, "missing: b2"),
+        ({"a1": "P-2345", "b2": "P-2346", "c3": "P-2347"}, "unknown: c3"),
+        ({"a1": "P-2345", "b2": "P-2345"}, "repeated: P-2345"),
+        ({"a1": "P-23O5", "b2": "P-2346"}, "not of the form P-XXXX"),
+        ({"a1": "X-2345", "b2": "P-2346"}, "not of the form P-XXXX"),
+        ({"a1": "P-2345", "b2": "P-XY9C"}, None),
+    ],
+)
+def test_given_codes_are_checked(codes, message) -> None:
+    if message is None:
+        assert check_blind_codes(["a1", "b2"], codes) == codes
+        return
+    with pytest.raises(PlanningError, match=re.escape(message)):
+        _plan_campaign(RT2, ["a1", "b2"], 1, 0, blind_codes=codes)
+
+
+def test_a_revealing_code_is_refused() -> None:
+    with pytest.raises(PlanningError, match="reveals a policy name"):
+        check_blind_codes(["abc", "zz"], {"abc": "P-ABC2", "zz": "P-2345"})

@@ -1,0 +1,167 @@
+"""Who may see what on the dashboard (pure: no Streamlit, no SQL; unit-tested).
+
+Two roles. Staff (named in EVALFLEET_STAFF, or in an OIDC group listed in
+EVALFLEET_STAFF_GROUPS) see everything. Everyone else is an evaluator and sees blind views only:
+
+- policies by their blind code, never by name, version or weights checksum, on every page
+  (also after labelling: codes are per campaign, so one revealed name would unblind every
+  other episode of that policy in the campaign); campaigns by number and protocol, since
+  campaign names are free text that often names the policies;
+- the simulator's verdict and other evaluators' labels only once they have labelled that
+  episode themselves (no anchoring), and then without the other evaluators' names;
+- Results always blind; the Disagreements tab's votes without names (their own is "you");
+- free text written by the system (abort reasons, event details) with every policy name
+  replaced by "[policy]".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+REDACTED = "[policy]"
+DEFAULT_STAFF_GROUPS = "evalfleet-staff"
+
+
+class Role(StrEnum):
+    STAFF = "staff"
+    EVALUATOR = "evaluator"
+
+
+@dataclass(frozen=True)
+class StaffConfig:
+    """Who is staff: user names / e-mails and OIDC groups (compared case-insensitively)."""
+
+    names: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, names: str = "", groups: str = DEFAULT_STAFF_GROUPS) -> StaffConfig:
+        """From comma-separated lists, e.g. EVALFLEET_STAFF="alice,bob@lab.example"."""
+        def split(raw: str) -> frozenset[str]:
+            return frozenset(p.strip().lower() for p in (raw or "").split(",") if p.strip())
+
+        return cls(split(names), split(groups))
+
+
+def role_of(user: str | None, groups: Iterable[str], staff: StaffConfig) -> Role:
+    """Staff if the user is named in the staff list or is in a staff group; else evaluator
+    (also nobody signed in: the least a viewer can be)."""
+    if user is None or not user.strip():
+        return Role.EVALUATOR
+    if user.strip().lower() in staff.names:
+        return Role.STAFF
+    if {str(g).strip().lower() for g in groups} & staff.groups:
+        return Role.STAFF
+    return Role.EVALUATOR
+
+
+def is_blind(role: Role) -> bool:
+    return role is not Role.STAFF
+
+
+@dataclass(frozen=True)
+class EpisodeView:
+    """What the Episode page may show one viewer about one episode."""
+
+    policy_identity: bool  # policy name, version, weights checksum (else: the blind code)
+    campaign_name: bool  # else: campaign number and protocol
+    sim_verdict: bool  # sim labels and "ended by" (a sim success ends the episode)
+    other_labels: bool  # labels by other evaluators
+    evaluator_names: bool  # who gave those labels
+    audit_events: bool  # the episode's audit log (it carries labels and policy names)
+
+
+def episode_view(role: Role, labelled_by_viewer: bool) -> EpisodeView:
+    if role is Role.STAFF:
+        return EpisodeView(True, True, True, True, True, True)
+    return EpisodeView(
+        policy_identity=False,
+        campaign_name=False,
+        sim_verdict=labelled_by_viewer,
+        other_labels=labelled_by_viewer,
+        evaluator_names=False,
+        audit_events=False,
+    )
+
+
+@dataclass(frozen=True)
+class ResultsView:
+    blind: bool
+    can_unblind: bool  # whether the page offers the "Blind" toggle
+
+
+def results_view(role: Role, blind_requested: bool | None = None) -> ResultsView:
+    """Staff see names unless they ask for blind; evaluators are always blind."""
+    if role is Role.STAFF:
+        return ResultsView(blind=bool(blind_requested), can_unblind=True)
+    return ResultsView(blind=True, can_unblind=False)
+
+
+def campaign_title(role: Role, campaign_id: int, name: str, protocol: str) -> str:
+    if role is Role.STAFF:
+        return f"{name} (#{campaign_id})"
+    return f"#{campaign_id} · {protocol}"
+
+
+def policy_title(role: Role, name: str, code: str) -> str:
+    return f"{name} ({code})" if role is Role.STAFF else code
+
+
+def redact(text: str, policy_names: Iterable[str], role: Role) -> str:
+    """For evaluators, every policy name in `text` (any case) becomes "[policy]"."""
+    if role is Role.STAFF or not text:
+        return text
+    names = sorted({n for n in policy_names if n}, key=len, reverse=True)
+    if not names:
+        return text
+    pattern = re.compile("|".join(re.escape(n) for n in names), re.IGNORECASE)
+    return pattern.sub(REDACTED, text)
+
+
+def vote_text(votes: Sequence[tuple[str, bool]], role: Role, viewer: str | None) -> str:
+    """A disagreement's votes: "ann: ✓, bob: ✗" for staff; for evaluators without names,
+    their own vote first as "you", the others as bare marks (in verdict order, not by name)."""
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗"
+
+    if role is Role.STAFF:
+        return ", ".join(f"{who}: {mark(ok)}" for who, ok in votes)
+    mine = [ok for who, ok in votes if viewer is not None and who == viewer]
+    others = sorted((ok for who, ok in votes if viewer is None or who != viewer), reverse=True)
+    return ", ".join([*(f"you: {mark(ok)}" for ok in mine), *(mark(ok) for ok in others)])
+
+
+class LabelLike(Protocol):
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def evaluator(self) -> str: ...
+
+
+L = TypeVar("L", bound=LabelLike)
+
+
+def visible_labels(labels: Sequence[L], view: EpisodeView, viewer: str | None
+                   ) -> list[tuple[str, L]]:
+    """The labels one viewer may see on an episode, each with how to name its author."""
+    out: list[tuple[str, L]] = []
+    for lab in labels:
+        own = lab.source == "human" and viewer is not None and lab.evaluator == viewer
+        if lab.source == "sim":
+            if view.sim_verdict:
+                out.append(("simulator", lab))
+        elif own:
+            out.append((lab.evaluator if view.evaluator_names else "you", lab))
+        elif view.other_labels:
+            out.append((lab.evaluator if view.evaluator_names else "another evaluator", lab))
+    return out
+
+
+def has_labelled(labels: Iterable[LabelLike], viewer: str | None) -> bool:
+    return viewer is not None and any(
+        lab.source == "human" and lab.evaluator == viewer for lab in labels)
