@@ -1,22 +1,43 @@
 """Label: the blind queue. Policies appear only as blind codes; the sim's verdict is hidden.
 
-Keys: s = success, f = failure, n = skip. The label version seen when the episode was opened
-goes with the save, so a label changed meanwhile (another tab) is a conflict, not an overwrite.
+Keys: s = success, f = failure, n = skip, u = undo your last label (dashboard.label_keys).
+
+Labels are bound to what was seen (dashboard.label_actions): every render of an episode gets
+a fresh random token, kept server-side; the buttons (their keys carry the token) and the keys
+(the browser sends the token it rendered) submit it with the episode id, and an action whose
+token is not the one on screen is refused with a message, saving nothing. One action per
+render: the page shows "saving…" and ignores keys and buttons until the next episode is
+rendered. The label version seen when the episode was opened also goes with the save, so a
+label changed meanwhile (another tab) is a conflict.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import agreement, charts, data, ui
+from dashboard import agreement, charts, data, label_keys, ui
+from dashboard.identity import current_role, current_user
+from dashboard.label_actions import (
+    CURRENT,
+    SEEN,
+    SHOWN,
+    SKIPPED,
+    Render,
+    on_button,
+    on_key,
+    open_episode,
+    open_jump,
+    screen_for,
+    settle,
+    take_notice,
+)
+from dashboard.visibility import vote_text
 from orchestrator.store.browse import BrowseError, QueueItem
-from orchestrator.store.labels import LabelConflict, LabelError, LabelInput
 
 FAILURE_MODES = (
     "missed_grasp", "dropped_object", "wrong_object", "wrong_place", "knocked_over",
     "collision", "no_progress", "stopped_early", "unsafe_motion", "estop", "perception",
 )
-CURRENT, SHOWN, SEEN, SKIPPED = "label_current", "label_shown", "label_seen", "label_skipped"
 
 
 def _describe(it: QueueItem) -> str:
@@ -35,40 +56,35 @@ def _pick(queue: list[QueueItem]) -> int | None:
     return None
 
 
-def _save(user: str, ep: int, success: bool) -> None:
-    tags = st.session_state.get(f"tags_{ep}") or []
-    failure_mode = ", ".join(tags) or None
-    progress = 1.0 if success else st.session_state.get(f"progress_{ep}", 0) / 100.0
-    notes = (st.session_state.get(f"notes_{ep}") or "").strip() or None
-    try:
-        version = data.save_label(LabelInput(
-            episode_id=ep, evaluator=user, success=success, progress=progress,
-            failure_mode=failure_mode[:200] if failure_mode else None, notes=notes,
-            expected_version=st.session_state[SEEN]))
-    except LabelConflict as e:
-        st.error(f"Not saved: {e}", icon=":material/sync_problem:")
-        st.button("Reload this episode", key="reload_conflict",
-                  on_click=lambda: st.session_state.pop(SHOWN, None))
-        return
-    except LabelError as e:
-        st.error(f"Not saved: {e}")
-        return
-    ui.flash("success", f"Saved episode {ep} as **{'success' if success else 'failure'}** "
-                        f"(progress {progress:.0%}, label version {version}).")
-    st.session_state.pop(CURRENT, None)
-    st.session_state.pop(SHOWN, None)
-    st.rerun()
+# --- the page -------------------------------------------------------------------------------------
 
 
-def _skip(ep: int) -> None:
-    st.session_state.setdefault(SKIPPED, set()).add(ep)
-    st.session_state.pop(CURRENT, None)
-    st.session_state.pop(SHOWN, None)
-
-
-def _open(ep: int) -> None:
-    st.session_state[CURRENT] = ep
-    st.session_state.pop(SHOWN, None)
+def _actions(render: Render) -> None:
+    """The label buttons (keys carry the token) and, below them, the keyboard guard."""
+    tok, ep = render.screen.token, render.screen.episode_id
+    if ep is not None:
+        b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 2])
+        b1.button("Success", key=f"label_act_success_{tok}", on_click=on_button,
+                  args=("success", ep, tok), type="primary", icon=":material/check:",
+                  width="stretch")
+        b2.button("Failure", key=f"label_act_failure_{tok}", on_click=on_button,
+                  args=("failure", ep, tok), icon=":material/close:", width="stretch")
+        b3.button("Skip", key=f"label_act_skip_{tok}", on_click=on_button,
+                  args=("skip", ep, tok), icon=":material/skip_next:", width="stretch")
+    else:
+        b4, _ = st.columns([1, 5])
+    last = render.offered
+    if last is not None:
+        b4.button("Undo", key=f"label_act_undo_{tok}", on_click=on_button,
+                  args=("undo", ep, tok), icon=":material/undo:", width="stretch",
+                  help=f"Take back your last label: episode {last.episode_id}, "
+                       f"{'success' if last.success else 'failure'} (version {last.version})")
+    keys = "**s** success · **f** failure · **n** skip · " if ep is not None else ""
+    undo = (f" · **u** undoes your last label (episode {last.episode_id}, "
+            f"{'success' if last.success else 'failure'})" if last else "")
+    st.caption(f"Keys: {keys}Success saves progress 100%{undo}. One action per episode "
+               "shown: keys wait while saving.")
+    label_keys.mount(tok, ep, last is not None, on_key)
 
 
 def _episode(user: str, ep: int) -> None:
@@ -82,6 +98,7 @@ def _episode(user: str, ep: int) -> None:
         st.session_state[SHOWN] = ep
         st.session_state[CURRENT] = ep  # stays on screen (and under the buttons) until acted on
         st.session_state[SEEN] = view.mine.version if view.mine else None
+    render = screen_for(user, ep)
     it, mine = view.item, view.mine
     st.subheader(f"“{it.instruction}”")
     st.caption(f"episode **{ep}** · policy **{it.blind_code}** · campaign #{it.campaign_id} · "
@@ -105,16 +122,7 @@ def _episode(user: str, ep: int) -> None:
     c2.multiselect("Failure modes", sorted({*FAILURE_MODES, *tags}), default=tags,
                    key=f"tags_{ep}", accept_new_options=True)
     st.text_area("Notes", value=(mine.notes or "") if mine else "", key=f"notes_{ep}", height=68)
-    b1, b2, b3, _ = st.columns([1, 1, 1, 3])
-    if b1.button("Success", key="label_success", shortcut="s", type="primary",
-                 icon=":material/check:", width="stretch"):
-        _save(user, ep, True)
-    if b2.button("Failure", key="label_failure", shortcut="f", icon=":material/close:",
-                 width="stretch"):
-        _save(user, ep, False)
-    b3.button("Skip", key="label_skip", shortcut="n", on_click=_skip, args=(ep,),
-              icon=":material/skip_next:", width="stretch")
-    st.caption("Keys: **s** success · **f** failure · **n** skip. Success saves progress 100%.")
+    _actions(render)
 
 
 def _agreement_tab(ids: tuple[int, ...]) -> None:
@@ -142,10 +150,10 @@ def _disagreements_tab(ids: tuple[int, ...]) -> None:
     st.caption("Ties are not counted in results until someone adjudicates by adding a label.")
     for d in items[:50]:
         c1, c2 = st.columns([5, 1])
-        votes = ", ".join(f"{who}: {'✓' if ok else '✗'}" for who, ok in d.votes)
+        votes = vote_text(d.votes, current_role(), current_user())  # no names to evaluators
         c1.markdown(f"**#{d.item.episode_id}** · {d.item.blind_code} · {d.item.instruction} · "
                     f"*{d.status}* — {votes}")
-        c2.button("Open", key=f"adj_{d.item.episode_id}", on_click=_open,
+        c2.button("Open", key=f"adj_{d.item.episode_id}", on_click=open_episode,
                   args=(d.item.episode_id,))
 
 
@@ -162,8 +170,15 @@ def render() -> None:
                            format_func=lambda n: "any number" if n is None else str(n),
                            key="label_cap")
         jump = st.number_input("Open episode #", min_value=1, step=1, value=None, key="label_jump")
-        if jump is not None and st.button("Open", key="label_jump_go"):
-            _open(int(jump))
+        if jump is not None:
+            st.button("Open", key="label_jump_go", on_click=open_jump)
+    # Two placeholders on every run, so a saving run does not shift the episode below: it
+    # stays on screen (and its keys locked) until the next one replaces it.
+    notice_box, status = st.empty(), st.empty()
+    notice = take_notice()
+    if notice:
+        notice_box.error(notice, icon=":material/block:")
+    settle(user, status)  # an accepted action is carried out (once) before anything renders
     ids = tuple(picked)
     queue, remaining = data.label_queue(user, ids, cap)
     ep = _pick(queue)
@@ -176,6 +191,7 @@ def render() -> None:
             if st.session_state.get(SKIPPED):
                 st.button("Bring back skipped episodes", key="label_unskip",
                           on_click=lambda: st.session_state.pop(SKIPPED, None))
+            _actions(screen_for(user, None))  # undo stays one key away after the last label
         else:
             _episode(user, ep)
     with tab_queue:

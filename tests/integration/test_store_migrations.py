@@ -13,7 +13,7 @@ from orchestrator.store.models import Base
 
 TABLES = {
     "robots", "policies", "protocols", "tasks", "campaigns", "campaign_policies", "trials",
-    "episodes", "steps", "labels", "events",
+    "episodes", "steps", "labels", "label_versions", "events",
 }
 VIEWS = {"v_episode_outcomes", "v_success_by_category"}
 
