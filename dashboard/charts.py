@@ -10,41 +10,32 @@ import altair as alt
 import pandas as pd
 
 from orchestrator.store.browse import ACTION_COLUMNS, LATENCY_COLUMNS, HumanSimCount, StepTable
-from protocols.report import Report
-from protocols.stats import cohen_kappa, compare_rates, format_cell, format_p_value
+from protocols.report import Report, account_rows, long_records, omnibus_text, pair_text
+from protocols.stats import cohen_kappa, format_cell, format_p_value
 
 
 def report_long(report: Report) -> pd.DataFrame:
     """One line per (row, policy): the same columns as protocols.report.render_csv."""
-    records = []
-    for row in report.rows:
-        p_value = row.comparison.p_value if row.comparison else None
-        for col, cell in zip(report.policies, row.cells, strict=True):
-            records.append({
-                "row": row.key, "label": row.label, "difficulty": row.difficulty or "",
-                "aggregate": row.aggregate, "policy_code": col.code, "policy_name": col.name,
-                "successes": cell.k, "trials": cell.n, "rate": cell.rate, "ci_low": cell.low,
-                "ci_high": cell.high, "cell": format_cell(cell),
-                "test": report.test if row.comparison else "", "p_value": p_value,
-            })
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(long_records(report))
 
 
 def report_wide(report: Report) -> pd.DataFrame:
-    """The RT-2-style table: category rows, one column per policy, the comparison last."""
+    """The RT-2-style table: category rows, one column per policy, then every pair of policies
+    (Holm-adjusted p, raw p in brackets) and, with 3+ policies, Cochran's Q."""
     data: dict[str, list[str]] = {"category": [r.label for r in report.rows]}
     for i, col in enumerate(report.policies):
         data[col.header] = [format_cell(r.cells[i]) for r in report.rows]
-    if len(report.policies) >= 2:
-        data[report.comparison_header] = [
-            "n/a" if r.comparison is None or r.comparison.p_value is None
-            else _p_text(r.comparison.p_value) for r in report.rows]
+    if report.rows:
+        for k, c in enumerate(report.rows[0].comparisons):
+            data[report.pair_label(c)] = [pair_text(r.comparisons[k]) for r in report.rows]
+    if len(report.policies) > 2:
+        data["omnibus (Cochran's Q)"] = [omnibus_text(r.omnibus) for r in report.rows]
     return pd.DataFrame(data)
 
 
-def _p_text(p: float) -> str:
-    text = format_p_value(p)
-    return f"p{text}" if text.startswith("<") else f"p={text}"
+def accounts_frame(report: Report) -> pd.DataFrame:
+    """Planned vs counted per campaign and policy, with the pairing status."""
+    return pd.DataFrame.from_records(account_rows(report))
 
 
 def report_parquet(report: Report) -> bytes:
@@ -54,11 +45,14 @@ def report_parquet(report: Report) -> bytes:
 
 
 def success_chart(report: Report) -> alt.Chart:
-    """Success rate per category and policy, Wilson 95% error bars; empty cells left out."""
+    """Success rate per category and policy with its 95% interval; empty cells left out."""
     df = report_long(report)
-    df = df[df["trials"] > 0].assign(policy=lambda d: d["policy_name"] + " (" + d["policy_code"] + ")")
+    if df.empty:
+        df = pd.DataFrame(columns=["label", "policy", "rate", "ci_low", "ci_high", "cell",
+                                   "trials"])
+    df = df[df["trials"] > 0]
     order = [r.label for r in report.rows]
-    policies = [f"{c.name} ({c.code})" for c in report.policies]
+    policies = [c.header for c in report.policies]
     x = alt.X("label:N", sort=order, title=None,
               axis=alt.Axis(labelAngle=-30, labelLimit=220, labelOverlap=False))
     offset = alt.XOffset("policy:N", sort=policies)
@@ -74,19 +68,21 @@ def success_chart(report: Report) -> alt.Chart:
     return (bars + errors).properties(height=340)
 
 
-def comparison_table(report: Report, a: int, b: int, test: str) -> pd.DataFrame:
-    """Policy a vs policy b on every row, with the chosen exact test's p-value."""
-    pa, pb = report.policies[a], report.policies[b]
+def comparison_table(report: Report) -> pd.DataFrame:
+    """Every pair of policies on every row: the test, matched pairs, difference and p-values."""
     rows = []
     for row in report.rows:
-        ca, cb = row.cells[a], row.cells[b]
-        cmp = compare_rates(ca.k, ca.n, cb.k, cb.n, test)  # type: ignore[arg-type]
-        rows.append({
-            "category": row.label, pa.header: format_cell(ca), pb.header: format_cell(cb),
-            "difference": None if cmp.difference is None else round(cmp.difference * 100, 1),
-            "p-value": None if cmp.p_value is None else format_p_value(cmp.p_value),
-            "significant (5%)": cmp.significant(),
-        })
+        for c in row.comparisons:
+            rows.append({
+                "category": row.label, "pair": report.pair_label(c),
+                "matched pairs": None if c.paired is None else c.paired.pairs,
+                "A only / B only": (None if c.paired is None
+                                    else f"{c.paired.a_only} / {c.paired.b_only}"),
+                "difference (pp)": None if c.difference is None else round(c.difference * 100, 1),
+                "p": None if c.p_value is None else format_p_value(c.p_value),
+                "p (Holm)": None if c.p_holm is None else format_p_value(c.p_holm),
+                "significant (5%, Holm)": c.p_holm is not None and c.p_holm < 0.05,
+            })
     return pd.DataFrame(rows)
 
 

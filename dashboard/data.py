@@ -5,13 +5,14 @@ the caches they make stale. Pages call only this module (and protocols.stats).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import streamlit as st
 
+from dashboard.visibility import Action, Viewer, check
 from orchestrator.config import get_settings
-from orchestrator.reporting import ReportFilters, build_report_for_ids, outcome_rows
+from orchestrator.reporting import ReportFilters, build_report_for_ids
 from orchestrator.store import browse, queries
 from orchestrator.store.campaigns import (
     create_campaign as _create_campaign,
@@ -21,9 +22,11 @@ from orchestrator.store.campaigns import (
     set_campaign_status,
 )
 from orchestrator.store.db import Store
-from orchestrator.store.labels import LabelInput
+from orchestrator.store.labels import LabelInput, LastLabel, OnScreen, UndoInput, Undone, last_label
 from orchestrator.store.labels import save_label as _save_label
-from protocols.report import PolicyColumn, Report, build_report
+from orchestrator.store.labels import undo_last_label as _undo_last_label
+from orchestrator.store.lifecycle import RequeueResult, TrialTally, requeue_trials, trial_tallies
+from protocols.report import Report
 
 SHORT_TTL = 3  # queues, fleet, prompts: several people work at once
 REPORT_TTL = 60
@@ -32,7 +35,7 @@ REPORT_TTL = 60
 @dataclass(frozen=True)
 class ReportQuery:
     campaign_ids: tuple[int, ...]
-    test: str = "fisher"
+    test: str = "mcnemar"
     blind: bool = False
     filters: ReportFilters = field(default_factory=ReportFilters)
     evaluator: str | None = None  # only this evaluator's labels decide (browse-side filter)
@@ -85,18 +88,11 @@ def progress(campaign_id: int) -> list[tuple[str, str | None, int, int]]:
 
 @st.cache_data(ttl=REPORT_TTL, show_spinner=False)
 def _report(url: str, q: ReportQuery) -> Report:
-    store_ = _store_for(url)
-    if q.evaluator is None:  # the very function `evalfleet report` uses
-        return build_report_for_ids(store_, q.campaign_ids, test=q.test, blind=q.blind,
-                                    filters=q.filters)
-    f = q.filters
-    with store_.read() as s:
-        counts = browse.evaluator_outcome_counts(
-            s, q.campaign_ids, q.evaluator, robots=f.robots, stations=f.stations,
-            since=f.since, until=f.until)
-        order = queries.policy_order(s, q.campaign_ids)
-    columns = [PolicyColumn(code=c, name=c if q.blind else n) for n, c in order]
-    return build_report(outcome_rows(counts, blind=q.blind), q.test, columns)  # type: ignore[arg-type]
+    # the very function `evalfleet report` uses; an evaluator filter is one of its filters
+    filters = replace(q.filters, evaluator=q.evaluator,
+                      source=None if q.evaluator else q.filters.source)
+    return build_report_for_ids(_store_for(url), q.campaign_ids, test=q.test, blind=q.blind,
+                                filters=filters)
 
 
 def report(q: ReportQuery) -> Report:
@@ -135,30 +131,60 @@ def policies() -> list[tuple[str, str, str]]:
 
 
 def create_campaign(*, name: str, protocol: str, policy_names: list[str], trials: int, seed: int,
-                    priority: int, actor: str) -> int:
-    """Plan and queue a campaign; raises CampaignError / ProtocolError with a clear message."""
+                    priority: int, viewer: Viewer) -> int:
+    """Plan and queue a campaign; raises CampaignError / ProtocolError with a clear message,
+    NotAllowed (dashboard.visibility) unless the viewer is staff."""
     from protocols.loader import load_protocol, resolve_protocol_path
 
+    check(viewer, Action.CREATE_CAMPAIGN)
     loaded = load_protocol(resolve_protocol_path(protocol))
     with store().write() as s:
         c = _create_campaign(s, name=name, loaded=loaded, policy_names=policy_names,
                              trials_per_task=trials, seed=seed, priority=priority,
-                             created_by=actor)
+                             created_by=viewer.actor)
         cid = c.id
     clear_caches()
     return cid
 
 
-def set_status(campaign_id: int, status: str, actor: str) -> None:
+STATUS_ACTIONS = {"paused": Action.PAUSE, "cancelled": Action.CANCEL}  # else: resume
+
+
+def set_status(campaign_id: int, status: str, viewer: Viewer) -> None:
+    """Pause / resume / cancel (staff only: NotAllowed otherwise; CampaignError from the
+    store)."""
+    check(viewer, STATUS_ACTIONS.get(status, Action.RESUME))
     with store().write() as s:
-        set_campaign_status(s, campaign_id, status, actor=actor)
+        set_campaign_status(s, campaign_id, status, actor=viewer.actor)
     clear_caches()
 
 
-def set_priority(campaign_id: int, priority: int, actor: str) -> None:
+def set_priority(campaign_id: int, priority: int, viewer: Viewer) -> None:
+    check(viewer, Action.SET_PRIORITY)
     with store().write() as s:
-        set_campaign_priority(s, campaign_id, priority, actor=actor)
+        set_campaign_priority(s, campaign_id, priority, actor=viewer.actor)
     clear_caches()
+
+
+def requeue_given_up(campaign_id: int, viewer: Viewer) -> RequeueResult:
+    """Re-queue an incomplete campaign's given-up trials (orchestrator.store.lifecycle; staff
+    only; audited as `trials_requeued` with the viewer as actor)."""
+    check(viewer, Action.REQUEUE)
+    with store().write() as s:
+        result = requeue_trials(s, campaign_id, statuses=("given_up",), actor=viewer.actor)
+    clear_caches()
+    return result
+
+
+@st.cache_data(ttl=SHORT_TTL, show_spinner=False)
+def _tallies(url: str) -> dict[int, TrialTally]:
+    with _store_for(url).read() as s:
+        return trial_tallies(s)
+
+
+def tally(campaign_id: int) -> TrialTally:
+    """How many of the campaign's trials are pending / leased / done / given up / cancelled."""
+    return _tallies(database_url()).get(campaign_id, TrialTally())
 
 
 # --- labeling ---------------------------------------------------------------------------------
@@ -212,14 +238,31 @@ def disagreements(ids: tuple[int, ...] = ()) -> list[browse.Disagreement]:
     return _disagreements(database_url(), ids)
 
 
-def save_label(inp: LabelInput) -> int:
-    """Save through orchestrator.store.labels (LabelConflict on a stale version)."""
-    version = _save_label(store(), inp)
+def _label_changed() -> None:
     # The queue must drop the episode now; agreement lists may lag by their short ttl (their
     # 100k-episode recount would otherwise follow every single save).
     for fn in (_label_queue, _report, _human_vs_sim):
         fn.clear()
+
+
+def save_label(inp: LabelInput, screen: OnScreen | None = None) -> int:
+    """Save through orchestrator.store.labels (LabelConflict on a stale version, LabelRefused
+    when `screen` is given and the input's render token / episode are not the ones on it)."""
+    version = _save_label(store(), inp, screen)
+    _label_changed()
     return version
+
+
+def undo_label(inp: UndoInput, screen: OnScreen | None = None) -> Undone:
+    """Undo the evaluator's last label as a new version (orchestrator.store.labels)."""
+    done = _undo_last_label(store(), inp, screen)
+    _label_changed()
+    return done
+
+
+def last_label_of(evaluator: str) -> LastLabel | None:
+    with store().read() as s:  # never cached: undo must offer the label as it is now
+        return last_label(s, evaluator)
 
 
 # --- episodes, fleet, operators -----------------------------------------------------------------
@@ -260,9 +303,10 @@ def operator_prompts() -> list[browse.OperatorPrompt]:
         return browse.pending_operator_prompts(s)
 
 
-def confirm_setup(prompt_event_id: int, actor: str) -> int:
+def confirm_setup(prompt_event_id: int, viewer: Viewer) -> int:
+    check(viewer, Action.CONFIRM_SCENE)
     with store().write() as s:
-        return browse.confirm_operator_setup(s, prompt_event_id, actor=actor)
+        return browse.confirm_operator_setup(s, prompt_event_id, actor=viewer.actor)
 
 
 def request_estop(target: str, actor: str) -> int:

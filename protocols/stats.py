@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
 import numpy as np
@@ -27,6 +28,8 @@ __all__ = [
     "compare_rates",
     "fleiss_kappa",
     "format_cell",
+    "percent_half_up",
+    "ratio_percent_half_up",
     "resolve_outcome",
     "success_rate",
     "wilson_interval",
@@ -72,11 +75,16 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 @dataclass(frozen=True)
 class SuccessRate:
     k: int
-    n: int
+    n: int  # resolved outcomes (success or failure): the denominator
     rate: float | None  # None when n == 0
     low: float
     high: float
     confidence: float = 0.95
+    disputed: int = 0  # counted episodes left out of n: a tie between votes
+    unlabeled: int = 0  # counted episodes left out of n: no label yet
+    method: str = "wilson"  # "wilson" | "clustered" (Wilson on a design-effect n, by task)
+    clusters: int = 0  # tasks that contributed resolved outcomes (clustered intervals)
+    design_effect: float = 1.0  # >= 1; n / design_effect is the effective sample size
 
 
 def success_rate(k: int, n: int, confidence: float = 0.95) -> SuccessRate:
@@ -85,15 +93,31 @@ def success_rate(k: int, n: int, confidence: float = 0.95) -> SuccessRate:
 
 
 def format_cell(rate: SuccessRate) -> str:
-    """'62% [48-74] n=24'; '– n=0' when there is nothing to show."""
+    """'58% [41-72] n=40 (2 disputed, 1 unlabeled)'; '– n=0 (...)' when nothing resolved.
+
+    The rate is rounded exactly from the integers k/n (half up: 23/40 = 57.5% -> 58%);
+    interval bounds in decimal arithmetic from their printed value, half up.
+    """
+    left_out = f"({rate.disputed} disputed, {rate.unlabeled} unlabeled)"
     if rate.n == 0 or rate.rate is None:
-        return "– n=0"
-    return (f"{_percent(rate.rate)}% [{_percent(rate.low)}-{_percent(rate.high)}] "
-            f"n={rate.n}")
+        return f"– n=0 {left_out}"
+    return (f"{ratio_percent_half_up(rate.k, rate.n)}% "
+            f"[{percent_half_up(rate.low)}-{percent_half_up(rate.high)}] n={rate.n} {left_out}")
 
 
-def _percent(x: float) -> int:
-    return math.floor(x * 100.0 + 0.5)  # round half up, not to even
+def ratio_percent_half_up(k: int, n: int) -> int:
+    """100 * k / n rounded half up, in integers (no float): 23/40 -> 58, 1/8 -> 13."""
+    if n <= 0 or k < 0:
+        raise ValueError(f"need k >= 0 and n > 0, got k={k}, n={n}")
+    return (200 * k + n) // (2 * n)
+
+
+def percent_half_up(x: float) -> int:
+    """100 * x rounded half up in decimal arithmetic (the float's shortest repr, as printed:
+    0.575 -> 58), never float x * 100.0, whose binary error can defeat the half-up rule."""
+    if not math.isfinite(x):
+        raise ValueError(f"cannot round {x!r} to a percentage")
+    return int((Decimal(repr(x)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 # --- comparing two policies ----------------------------------------------------------------

@@ -10,9 +10,10 @@ import streamlit as st
 
 from dashboard import charts, data, ui
 from dashboard.data import ReportQuery
+from dashboard.identity import current_role
+from dashboard.visibility import Role, campaign_title, results_view
 from orchestrator.reporting import ReportFilters
-from protocols.report import render_csv
-from protocols.stats import TEST_NAMES
+from protocols.report import TEST_NAMES, notes, render_csv
 
 
 def _default_campaigns(camps: list) -> list[int]:  # type: ignore[type-arg]
@@ -64,22 +65,24 @@ def _downloads(report, name: str) -> None:  # type: ignore[no-untyped-def]
                        icon=":material/download:", on_click="ignore")
 
 
-def _comparison(report, test: str) -> None:  # type: ignore[no-untyped-def]
+def _comparison(report) -> None:  # type: ignore[no-untyped-def]
     if len(report.policies) < 2:
         st.caption("Add a second policy to compare.")
         return
-    headers = [p.header for p in report.policies]
-    c1, c2 = st.columns(2)
-    a = c1.selectbox("Policy A", range(len(headers)), format_func=headers.__getitem__, key="cmp_a")
-    b = c2.selectbox("Policy B", range(len(headers)), index=1, format_func=headers.__getitem__,
-                     key="cmp_b")
-    if a == b:
-        st.caption("Pick two different policies.")
-        return
-    table = charts.comparison_table(report, a, b, test)
-    st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
-    st.caption(f"{TEST_NAMES[test]} per row; difference in percentage points (A − B); "
-               "p-values are not corrected for multiple comparisons.")
+    table = charts.comparison_table(report)
+    st.dataframe(table, hide_index=True, height=min(35 * (len(table) + 1) + 3, 600))
+    st.caption(f"{TEST_NAMES[report.test]} for every pair of policies on every row; difference "
+               "in percentage points (A − B; on matched blocks for McNemar); p (Holm) is "
+               "adjusted across all the pairwise tests shown. docs/statistics.md explains.")
+
+
+def _accounts(report) -> None:  # type: ignore[no-untyped-def]
+    """Planned vs counted per campaign and policy; warnings for losses and broken pairing."""
+    for line in notes(report):
+        if line.startswith("WARNING "):
+            st.warning(line.removeprefix("WARNING "))
+    if report.campaigns:
+        st.dataframe(charts.accounts_frame(report), hide_index=True)
 
 
 def _human_vs_sim(ids: tuple[int, ...], f: ReportFilters, blind: bool) -> None:
@@ -98,6 +101,15 @@ def _human_vs_sim(ids: tuple[int, ...], f: ReportFilters, blind: bool) -> None:
                  hide_index=True)
 
 
+def _blind_toggle(where, role: Role) -> bool:  # type: ignore[no-untyped-def]
+    """Staff see names unless they toggle blind; evaluators are always blind (visibility.py)."""
+    if results_view(role).can_unblind:
+        return results_view(role, where.toggle("Blind (policy codes only)", key="res_blind")).blind
+    where.toggle("Blind (policy codes only)", value=True, disabled=True, key="res_blind_locked",
+                 help="Evaluators see policies by blind code only.")
+    return results_view(role).blind
+
+
 def render() -> None:
     ui.start("Results")
     camps = data.campaigns()
@@ -105,9 +117,11 @@ def render() -> None:
         st.info("No campaigns yet: create one on the Campaigns page or with "
                 "`evalfleet campaign create`.")
         return
+    role = current_role()
     names = {c.id: c.name for c in camps}
+    titles = {c.id: campaign_title(role, c.id, c.name, c.protocol) for c in camps}
     picked = st.multiselect("Campaigns", list(names), default=_default_campaigns(camps),
-                            format_func=lambda i: f"{names[i]} (#{i})", key="res_campaigns")
+                            format_func=titles.__getitem__, key="res_campaigns")
     if not picked:
         st.info("Pick one or more campaigns.")
         return
@@ -115,18 +129,22 @@ def render() -> None:
     c1, c2 = st.columns([1, 3])
     test = c1.selectbox("Test", list(TEST_NAMES), format_func=TEST_NAMES.__getitem__,
                         key="res_test")
-    blind = c2.toggle("Blind (policy codes only)", key="res_blind")
+    blind = _blind_toggle(c2, role)
     filters, evaluator = _filters(ids)
     report = data.report(ReportQuery(ids, test, blind, filters, evaluator))
     overall = report.row("overall")
-    st.caption(f"{sum(c.n for c in overall.cells)} counted episodes with a resolved outcome "
-               "(disputed and unlabeled episodes are not counted). Cells: success rate "
-               "[Wilson 95% interval] n.")
+    st.caption(f"{sum(c.n for c in overall.cells)} counted episodes with a resolved outcome; "
+               f"{sum(c.disputed for c in overall.cells)} disputed and "
+               f"{sum(c.unlabeled for c in overall.cells)} unlabeled are shown beside n, not in "
+               "it. " + " ".join(line for line in notes(report) if not line.startswith("WARNING")))
     st.dataframe(charts.report_wide(report), hide_index=True, height=35 * (len(report.rows) + 1) + 3)
-    _downloads(report, "-".join(names[i] for i in ids)[:80] or "report")
+    _downloads(report, ("-".join(names[i] for i in ids)[:80] if role is Role.STAFF
+                        else "campaigns-" + "-".join(map(str, ids))[:80]) or "report")
     st.altair_chart(charts.success_chart(report), width="stretch")
+    st.subheader("Planned vs counted")
+    _accounts(report)
     st.subheader("Policy comparison")
-    _comparison(report, test)
+    _comparison(report)
     st.subheader("Human labels vs the simulator")
     _human_vs_sim(ids, filters, blind)
 

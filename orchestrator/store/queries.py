@@ -60,9 +60,8 @@ class EpisodeOutcome:
 
 
 def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[CampaignSummary]:
-    counts = dict(
-        
-            (row[0], row[1:])
+    counts = {
+            row[0]: row[1:]
             for row in s.execute(
                 select(
                     Trial.campaign_id,
@@ -73,8 +72,7 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
                     func.sum(case((Trial.status == "cancelled", 1), else_=0)),
                 ).group_by(Trial.campaign_id)
             )
-        
-    )
+    }
     stmt = (
         select(Campaign, Protocol.name, Protocol.version)
         .join(Protocol, Protocol.id == Campaign.protocol_id)
@@ -201,20 +199,6 @@ def episode_outcomes(
     return [EpisodeOutcome(*row) for row in s.execute(text(sql), params)]
 
 
-def policy_order(s: Session, campaign_ids: Sequence[int]) -> list[tuple[str, str]]:
-    """(policy name, blind code) in the campaigns' column order, first campaign first."""
-    seen: dict[str, str] = {}
-    for cid in campaign_ids:
-        for name, code in s.execute(
-            select(Policy.name, CampaignPolicy.blind_code)
-            .join(CampaignPolicy, CampaignPolicy.policy_id == Policy.id)
-            .where(CampaignPolicy.campaign_id == cid)
-            .order_by(CampaignPolicy.position)
-        ):
-            seen.setdefault(name, code)
-    return list(seen.items())
-
-
 def progress_by_category(s: Session, campaign_id: int) -> list[tuple[str, str | None, int, int]]:
     """(category, difficulty, trials done, trials total) for one campaign."""
     rows = s.execute(
@@ -239,3 +223,130 @@ def episode_counts(s: Session, campaign_id: int) -> dict[str, int]:
         .group_by(Episode.status)
     )
     return {status: int(n) for status, n in rows}
+
+
+# --- the report: block patterns and the campaigns' design --------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockPatternCount:
+    """How many blocks (campaign, task, trial index) of one task ended with one pattern.
+
+    Masks have bit `position` set for each campaign policy (campaign_policies.position):
+    present = a counted episode exists; success / failure / disputed = its outcome
+    (present and none of the three = unlabeled). A trial has at most one counted episode
+    (partial unique index), so each bit is set at most once per block.
+    """
+
+    campaign_id: int
+    task_key: str
+    category: str
+    difficulty: str | None
+    present: int
+    success: int
+    failure: int
+    disputed: int
+    n: int
+
+
+_EVALUATOR_OUTCOMES = """
+SELECT t.campaign_id AS campaign_id, t.id AS trial_id, tk.key AS task_key,
+       tk.category AS category, tk.difficulty AS difficulty,
+       CASE WHEN l.id IS NULL THEN 'unlabeled' WHEN l.success THEN 'success'
+            ELSE 'failure' END AS outcome,
+       CASE WHEN l.id IS NULL THEN NULL ELSE 'human' END AS outcome_source,
+       r.name AS robot, r.station AS station, e.ended_at AS ended_at
+FROM episodes e
+JOIN trials t ON t.id = e.trial_id
+JOIN tasks tk ON tk.id = t.task_id
+LEFT JOIN robots r ON r.id = e.robot_id
+LEFT JOIN labels l ON l.episode_id = e.id AND l.source = 'human' AND l.evaluator = :evaluator
+WHERE e.counted
+"""
+
+
+def block_pattern_counts(
+    s: Session,
+    campaign_ids: Sequence[int],
+    *,
+    robots: Sequence[str] | None = None,
+    stations: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    source: str | None = None,
+    evaluator: str | None = None,
+) -> list[BlockPatternCount]:
+    """The report's input, aggregated in SQL: one row per campaign, task and block pattern
+    (a few hundred rows for 100k episodes).
+
+    Outcomes are v_episode_outcomes' (human overrides sim, majority, ties disputed); with
+    `source`, only outcomes decided by that source; with `evaluator`, that evaluator's own
+    human label decides and episodes they did not label are 'unlabeled'.
+    """
+    if not campaign_ids:
+        return []
+    where, params = _outcome_filters(campaign_ids, robots, stations, since, until)
+    if source is not None:
+        where += " AND outcome_source = :source"
+        params["source"] = source
+    origin = "v_episode_outcomes"
+    if evaluator is not None:
+        origin = f"({_EVALUATOR_OUTCOMES})"
+        params["evaluator"] = evaluator
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SET LOCAL work_mem = '32MB'"))  # hash-aggregate in memory (see above)
+    bit = "(1 << cp.position)"
+    sql = f"""
+SELECT campaign_id, task_key, category, difficulty, present, success, failure, disputed,
+       COUNT(*)
+FROM (
+    SELECT o.campaign_id AS campaign_id, o.task_key AS task_key, o.category AS category,
+           o.difficulty AS difficulty,
+           SUM({bit}) AS present,
+           SUM(CASE WHEN o.outcome = 'success' THEN {bit} ELSE 0 END) AS success,
+           SUM(CASE WHEN o.outcome = 'failure' THEN {bit} ELSE 0 END) AS failure,
+           SUM(CASE WHEN o.outcome = 'disputed' THEN {bit} ELSE 0 END) AS disputed
+    FROM (SELECT campaign_id, trial_id, task_key, category, difficulty, outcome
+          FROM {origin} src WHERE {where}) o
+    JOIN trials t ON t.id = o.trial_id
+    JOIN campaign_policies cp ON cp.id = t.campaign_policy_id
+    GROUP BY o.campaign_id, o.task_key, o.category, o.difficulty, t.trial_index
+) b
+GROUP BY campaign_id, task_key, category, difficulty, present, success, failure, disputed
+"""
+    return [
+        BlockPatternCount(int(c), k, cat, d, int(p), int(su), int(fa), int(di), int(n))
+        for c, k, cat, d, p, su, fa, di, n in s.execute(text(sql), params)
+    ]
+
+
+@dataclass(frozen=True)
+class CampaignPolicyPlan:
+    campaign_id: int
+    campaign: str
+    policy_id: int
+    policy: str
+    version: str
+    blind_code: str
+    position: int
+    planned: int  # trials planned for this policy (every status)
+
+
+def campaign_policy_plans(s: Session, campaign_ids: Sequence[int]) -> list[CampaignPolicyPlan]:
+    """Each campaign's policies with their code, position and planned trials."""
+    if not campaign_ids:
+        return []
+    rows = s.execute(
+        select(CampaignPolicy.campaign_id, Campaign.name, CampaignPolicy.policy_id, Policy.name,
+               Policy.version, CampaignPolicy.blind_code, CampaignPolicy.position,
+               func.count(Trial.id))
+        .join(Campaign, Campaign.id == CampaignPolicy.campaign_id)
+        .join(Policy, Policy.id == CampaignPolicy.policy_id)
+        .outerjoin(Trial, Trial.campaign_policy_id == CampaignPolicy.id)
+        .where(CampaignPolicy.campaign_id.in_(list(campaign_ids)))
+        .group_by(CampaignPolicy.campaign_id, Campaign.name, CampaignPolicy.policy_id,
+                  Policy.name, Policy.version, CampaignPolicy.blind_code, CampaignPolicy.position)
+        .order_by(CampaignPolicy.campaign_id, CampaignPolicy.position)
+    )
+    return [CampaignPolicyPlan(int(c), cn, int(p), pn, pv, code, int(pos), int(n))
+            for c, cn, p, pn, pv, code, pos, n in rows]

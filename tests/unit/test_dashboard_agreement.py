@@ -11,8 +11,9 @@ import pytest
 
 from dashboard import agreement, charts
 from orchestrator.store.browse import HumanSimCount, StepTable
-from protocols.report import OutcomeRow, PolicyColumn, build_report, render_csv
-from protocols.stats import cohen_kappa, compare_rates, fleiss_kappa
+from protocols.paired import mcnemar_exact
+from protocols.report import BlockCount, CampaignDesign, CampaignPolicy, build_report, render_csv
+from protocols.stats import cohen_kappa, fleiss_kappa
 
 
 @dataclass(frozen=True)
@@ -53,28 +54,33 @@ def test_no_overlap_and_undefined_kappa() -> None:
 
 
 def _report():  # type: ignore[no-untyped-def]
-    rows = ([OutcomeRow("P-A", "alpha", "seen", None, True)] * 7
-            + [OutcomeRow("P-A", "alpha", "seen", None, False)] * 3
-            + [OutcomeRow("P-B", "beta", "seen", None, True)] * 2
-            + [OutcomeRow("P-B", "beta", "seen", None, False)] * 8
-            + [OutcomeRow("P-A", "alpha", "unseen_objects", "hard", True)] * 2)
-    cols = [PolicyColumn("P-A", "alpha"), PolicyColumn("P-B", "beta")]
-    return build_report(rows, "fisher", cols)
+    def block(task: str, category: str, difficulty: str | None, a: str, b: str,
+              n: int) -> BlockCount:
+        return BlockCount(1, task, category, difficulty, ((1, a), (2, b)), n)
+
+    s, f = "success", "failure"
+    blocks = [block("t1", "seen", None, s, s, 2), block("t1", "seen", None, s, f, 5),
+              block("t1", "seen", None, f, f, 3),
+              block("t2", "unseen_objects", "hard", s, "unlabeled", 2)]
+    design = CampaignDesign(1, "c1", 12, (CampaignPolicy(1, "alpha", "1", "P-A", 0, 12),
+                                          CampaignPolicy(2, "beta", "1", "P-B", 1, 12)))
+    return build_report(blocks, [design])
 
 
 def test_report_tables_and_exports_match_the_csv() -> None:
     report = _report()
     wide = charts.report_wide(report)
-    assert wide.loc[0, "alpha (P-A)"] == "70% [40-89] n=10"
+    assert wide.loc[0, "alpha"] == "70% [40-89] n=10 (0 disputed, 0 unlabeled)"
     assert wide.iloc[0, -1].startswith("p=")
     csv_df = pd.read_csv(io.StringIO(render_csv(report)), keep_default_na=False)
     parquet = pd.read_parquet(io.BytesIO(charts.report_parquet(report)))
     assert list(parquet.columns) == list(csv_df.columns)
     assert list(parquet["cell"]) == list(csv_df["cell"])
     assert list(parquet["trials"]) == list(csv_df["trials"])
-    cmp = charts.comparison_table(report, 0, 1, "barnard")
-    want = compare_rates(7, 10, 2, 10, "barnard")
-    assert cmp.loc[0, "p-value"] == f"{want.p_value:.3f}" and cmp.loc[0, "difference"] == 50.0
+    cmp = charts.comparison_table(report)
+    assert cmp.loc[0, "p"] == f"{mcnemar_exact(5, 0):.3f}" and cmp.loc[0, "difference (pp)"] == 50.0
+    assert cmp.loc[0, "matched pairs"] == 10
+    assert list(charts.accounts_frame(report)["counted"]) == [12, 12]
     assert charts.success_chart(report).to_dict()["layer"]
 
 

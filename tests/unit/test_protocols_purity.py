@@ -14,6 +14,10 @@ PURE_MODULES = [
     "protocols.planning",
     "protocols.stats",
     "protocols.report",
+    "protocols.report_model",
+    "protocols.paired",
+    "protocols.multiplicity",
+    "protocols.clustered",
     "robots.types",
 ]
 FORBIDDEN = ["ray", "zmq", "sqlalchemy", "torch", "streamlit"]

@@ -259,9 +259,12 @@ def test_sim_tie_is_disputed_too() -> None:
 def test_format_cell() -> None:
     rate = success_rate(15, 24)
     low, high = wilson_interval(15, 24)
-    expected = f"63% [{math.floor(low * 100 + 0.5)}-{math.floor(high * 100 + 0.5)}] n=24"
+    expected = (f"63% [{math.floor(low * 100 + 0.5)}-{math.floor(high * 100 + 0.5)}] n=24 "
+                "(0 disputed, 0 unlabeled)")
     assert format_cell(rate) == expected
-    assert format_cell(success_rate(0, 0)) == "– n=0"
-    assert format_cell(success_rate(0, 5)) == "0% [0-43] n=5"
-    assert format_cell(success_rate(5, 5)) == "100% [57-100] n=5"
-    assert format_cell(SuccessRate(1, 3, 1 / 3, 0.0615, 0.7923)) == "33% [6-79] n=3"
+    assert format_cell(success_rate(0, 0)) == "– n=0 (0 disputed, 0 unlabeled)"
+    assert format_cell(success_rate(0, 5)) == "0% [0-43] n=5 (0 disputed, 0 unlabeled)"
+    assert format_cell(success_rate(5, 5)) == "100% [57-100] n=5 (0 disputed, 0 unlabeled)"
+    assert format_cell(SuccessRate(1, 3, 1 / 3, 0.0615, 0.7923, disputed=2, unlabeled=1)) == (
+        "33% [6-79] n=3 (2 disputed, 1 unlabeled)")
+    assert format_cell(success_rate(23, 40)).startswith("58% ")  # 57.5% rounds half up
