@@ -137,7 +137,9 @@ def _human_counts(s: Session, ids: Sequence[int]) -> dict[int, int]:
 def _items(s: Session, stmt: Select) -> list[QueueItem]:
     rows = s.execute(stmt).all()
     counts = _human_counts(s, [r[0] for r in rows])
-    return [QueueItem(*r, human_labels=counts.get(r[0], 0)) for r in rows]
+    return [QueueItem(eid, cid, code, key, instruction, category, difficulty, robot, ended,
+                      human_labels=counts.get(eid, 0))
+            for eid, cid, code, key, instruction, category, difficulty, robot, ended in rows]
 
 
 def label_queue(
