@@ -75,6 +75,7 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
 
     from orchestrator.config import get_settings
     from orchestrator.runner import FleetRunner
+    from orchestrator.runner_faults import EXIT_RUN_STOPPED, RunStopped
 
     if lease_s is not None:
         fleet = fleet.model_copy(update={"lease_s": lease_s})
@@ -95,16 +96,23 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
                 online = sum(a.online for a in r.arms.values())
                 held = 100.0 * (1 - s.late_steps / s.steps) if s.steps else 100.0
                 cats = " ".join(f"{k}:{v}" for k, v in sorted(s.done_by_category.items()))
+                waiting = "".join(f"\n  {line}" for line in r.waiting.values())
                 progress.update(
                     task, completed=s.recorded,
                     info=f"arms busy {r.busy_arms()}/{online} online | rate held {held:.1f}% | "
-                         f"aborted {s.aborted}\n  {cats}",
+                         f"aborted {s.aborted}\n  {cats}{waiting}",
                 )
 
             runner.run(until_done=until_done, should_stop=stop.is_set, on_tick=tick)
+    except RunStopped as e:  # the database stayed away: one paragraph, no traceback
+        stopped: RunStopped | None = e
+    else:
+        stopped = None
     finally:
         runner.shutdown()
         ray.shutdown()
+    if stopped is not None:
+        fail(str(stopped), code=EXIT_RUN_STOPPED)
     return runner.stats, time.monotonic() - started
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.actors.dataplane import PolicyUnavailable
+from orchestrator.actors.dataplane import PolicyError, PolicyUnavailable
+from orchestrator.faults import AbortCause, cause_of_refusal
+from orchestrator.recording import MediaWriteError
 from policies.base import PolicyInput
 from robots.client import BridgeClient, BridgeCommandError, BridgeError
 from robots.types import Action
@@ -59,7 +61,7 @@ class EpisodeResult:
     media: list[dict[str, Any]] = field(default_factory=list)
     sim_success: bool | None = None
     late_steps: int = 0
-    fault: str | None = None  # arm | policy | other: who caused an abort
+    fault: str | None = None  # an orchestrator.faults.AbortCause value: why it aborted
     # per-step timing in ms (benchmarks; not stored): wake (slot -> loop awake), step (slot ->
     # command acknowledged), inference (model), policy (whole policy call), observe, act
     timing: dict[str, list[float]] = field(default_factory=dict)
@@ -109,6 +111,8 @@ class _BackgroundRecorder:
         self.t.join(timeout=60)
         if self.error is not None:
             self.rec.discard()
+            if isinstance(self.error, MediaWriteError):
+                raise self.error  # names the path; an infrastructure fault, not the trial's
             raise RuntimeError(f"video encoding failed: {self.error}") from self.error
         return [m.to_dict() for m in self.rec.finish()]
 
@@ -239,19 +243,31 @@ def run_episode(
         if recorder is not None:
             recorder.discard()
         return EpisodeResult(
-            status="aborted", reason=f"arm {arm}: {e}", steps=steps, fault="command"
+            status="aborted", reason=f"arm {arm}: {e}", steps=steps,
+            fault=cause_of_refusal(e.code, during_reset=False).value,
         )
     except BridgeError as e:
         _try_hold(client)
         if recorder is not None:
             recorder.discard()
-        return EpisodeResult(status="aborted", reason=f"arm {arm}: {e}", steps=steps, fault="arm")
-    except Exception as e:  # noqa: BLE001 - policy worker died, encoder failed, ...
+        return EpisodeResult(status="aborted", reason=f"arm {arm}: {e}", steps=steps,
+                             fault=AbortCause.BRIDGE.value)
+    except MediaWriteError as e:  # the episode ran, its video could not be written
+        if recorder is not None:
+            recorder.discard()
+        return EpisodeResult(status="aborted", reason=f"arm {arm}: {e}"[:500], steps=steps,
+                             fault=AbortCause.MEDIA.value)
+    except Exception as e:  # noqa: BLE001 - policy worker died, policy raised, encoder failed
         _try_hold(client)
         if recorder is not None:
             recorder.discard()
         ray_error = e.__class__.__module__.startswith("ray")
-        fault = "policy" if ray_error or isinstance(e, PolicyUnavailable) else "other"
+        if isinstance(e, PolicyError):
+            fault = AbortCause.POLICY.value  # the policy itself raised on this step
+        elif ray_error or isinstance(e, PolicyUnavailable):
+            fault = AbortCause.WORKER.value  # the worker died, restarted or did not answer
+        else:
+            fault = AbortCause.UNKNOWN.value
         return EpisodeResult(
             status="aborted",
             reason=f"arm {arm}: {e.__class__.__name__}: {e}"[:500],
@@ -268,15 +284,19 @@ def _try_hold(client: BridgeClient) -> None:
         pass
 
 
-def _first_slot(period: float, phase: float | None) -> float:
-    """The next slot (perf_counter time) on the fleet's wall-clock grid at `phase`."""
-    now = time.perf_counter()
+def slot_delay(period: float, phase: float | None, wall: float) -> float:
+    """Seconds from wall-clock time `wall` to the next slot on the fleet's grid at `phase`
+    (pure: 0 <= delay < period; 0 when the arm has no phase)."""
     if phase is None:
-        return now
-    wall = time.time()
+        return 0.0
     offset = (phase % 1.0) * period
     slot_wall = math.ceil((wall - offset) / period) * period + offset
-    return now + (slot_wall - wall)
+    return slot_wall - wall
+
+
+def _first_slot(period: float, phase: float | None) -> float:
+    """The next slot (perf_counter time) on the fleet's wall-clock grid at `phase`."""
+    return time.perf_counter() + slot_delay(period, phase, time.time())
 
 
 def _sleep_until(t: float) -> None:

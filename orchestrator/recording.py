@@ -8,16 +8,32 @@ a half-written video (a leftover *.partial file is garbage, swept by `sweep_part
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import av
 import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
+
+
+class MediaWriteError(OSError):
+    """An episode's media could not be written: names the path and what to check. An
+    infrastructure fault (orchestrator.faults.AbortCause.MEDIA): the trial is re-queued
+    without using an attempt, the arm waits until the folder is writable again."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        self.path = Path(path)
+        detail = getattr(error, "strerror", None) or str(error) or error.__class__.__name__
+        super().__init__(
+            f"cannot write media file {self.path}: {detail}; check that {self.path.parent} "
+            "is a writable folder with free space"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,16 +65,22 @@ class VideoWriter:
         self.camera = camera
         self.fps = fps
         self.final = media_dir / relpath
-        self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MediaWriteError(self.tmp, e) from e
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self.frames = 0
 
     def _open(self, height: int, width: int) -> None:
-        self._container = av.open(
-            str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
+        try:
+            self._container = av.open(
+                str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except OSError as e:  # PyAV's errors are OSErrors (permission, no space, not a dir)
+            raise MediaWriteError(self.tmp, e) from e
         rate = Fraction(self.fps).limit_denominator(1000)
         stream = self._container.add_stream("libx264", rate=rate)
         stream.width = width - width % 2
@@ -77,8 +99,11 @@ class VideoWriter:
         assert self._stream is not None and self._container is not None
         h, w = self._stream.height, self._stream.width
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
-        for packet in self._stream.encode(vf):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+        except OSError as e:  # a write of the container failed (disk full, folder gone)
+            raise MediaWriteError(self.tmp, e) from e
         self.frames += 1
 
     def finish(self) -> MediaFile:
@@ -86,14 +111,19 @@ class VideoWriter:
         if self._container is None:
             raise ValueError(f"camera {self.camera}: no frames recorded, nothing to finish")
         assert self._stream is not None
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
-        with self.tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.final)
-        _fsync_dir(self.final.parent)
+        path = self.tmp
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            with self.tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            path = self.final
+            os.replace(self.tmp, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as e:
+            raise MediaWriteError(path, e) from e
         return MediaFile(
             camera=self.camera,
             uri=self.relpath,
@@ -105,12 +135,13 @@ class VideoWriter:
 
     def discard(self) -> None:
         if self._container is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken encoder: the file goes anyway
                 self._container.close()
-            except Exception:  # noqa: BLE001 - discarding a broken encoder; the file goes anyway
-                pass
             self._container = None
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self.tmp.unlink(missing_ok=True)
+        except OSError:  # its folder is gone or unreadable: the sweep removes it later
+            pass
 
 
 class EpisodeRecorder:
@@ -141,7 +172,7 @@ class EpisodeRecorder:
         for w in self.writers.values():
             w.discard()
 
-    def __enter__(self) -> EpisodeRecorder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -169,6 +200,22 @@ def sweep_partials(media_dir: Path) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def media_problem(folder: Path) -> str | None:
+    """None when a media file can be written in `folder` now (created if missing), else a
+    one-line error naming the path. Writes and removes a small probe file."""
+    probe = Path(folder) / f".evalfleet-probe-{os.getpid()}{PARTIAL_SUFFIX}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as fh:
+            fh.write(b"probe")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as e:
+        return str(MediaWriteError(probe, e))
+    return None
 
 
 def campaign_dir(campaign: str) -> str:

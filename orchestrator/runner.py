@@ -6,7 +6,12 @@ where a reset needs one, collects results and writes them, and handles faults:
   re-queued (any capable arm may take it), the arm marked offline and probed with backoff;
 - a policy worker that dies: Ray restarts it; its in-flight episodes abort and re-queue;
 - the orchestrator itself killed: its leases expire and `campaign run` picks them up again;
-- a short database outage: store calls are retried with backoff, not fatal.
+- a short database outage: store calls are retried with backoff (the store's retry window,
+  EVALFLEET_DB_RETRY_WINDOW_S); a longer one ends the run with one paragraph (RunStopped).
+Arms are leased in the store (orchestrator.store.arm_leases): this runner drives only the
+arms it holds, waits for the others and takes them when they are freed or their lease expires.
+Why an episode aborted is an AbortCause (orchestrator.faults): only the trial's own causes
+count towards giving it up; infrastructure faults take the arm out instead.
 """
 
 from __future__ import annotations
@@ -18,24 +23,36 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ray
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from orchestrator.actors.policy import PolicyWorker
+from orchestrator.actors.policy import PolicyWorker, worker_start_error
 from orchestrator.actors.robot import RobotActor, station_resource
+from orchestrator.faults import AbortCause, ArmFate, disposition
 from orchestrator.fleet_config import ArmConfig, FleetConfig
+from orchestrator.liveness import HEARTBEAT_S
+from orchestrator.recording import campaign_dir
+from orchestrator.runner_faults import (
+    RunStopped,
+    cause_of_actor_error,
+    cause_of_fault,
+    outage_paragraph,
+)
 from orchestrator.scheduler import ArmState, assign, backoff_s
 from orchestrator.store import queue as q
+from orchestrator.store.arm_leases import lease_arms, release_arms, renew_arm_leases
 from orchestrator.store.campaigns import log_event
-from orchestrator.store.db import Store
-from orchestrator.store.models import Campaign, Episode, Event, Robot, Trial, utcnow
+from orchestrator.store.db import DatabaseUnavailableError, Store
+from orchestrator.store.models import Campaign, Episode, Event, Policy, Robot, Trial, utcnow
 
 log = logging.getLogger("evalfleet.runner")
 
 ESTOP_PROBE_S = 1.0  # how often an e-stopped arm is asked whether it was re-armed
+MEDIA_PROBE_MAX_S = 5.0  # the longest wait between checks of an unwritable media folder
 
 
 @dataclass
@@ -61,6 +78,8 @@ class Arm:
     scene_key: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     job: Job | None = None
+    held: bool = False  # leased to this runner in the store (only then probed and scheduled)
+    media_folder: str | None = None  # set while its media folder is unwritable: held out
 
 
 @dataclass
@@ -103,10 +122,27 @@ class FleetRunner:
         self._sweep_due = False
         self._last_estop_event = 0
         self._last_estop_check = 0.0
+        self._next_arm_try = 0.0
+        self._leases_until: datetime | None = None  # the latest lease expiry we wrote
+        self._stopped: RunStopped | None = None  # the database went away: the run is over
+        self.waiting: dict[str, str] = {}  # arm -> "arm-1 is held by ... until ...; waiting"
 
     # -- store access with retry ---------------------------------------------------------------
     def _db(self, fn: Callable[[Any], Any]) -> Any:
-        return self.store.retrying(fn, attempts=10, first_delay_s=0.2)
+        """A store call, retried over the store's retry window; past it the run is over:
+        RunStopped with the paragraph for the user (and no further store call is tried)."""
+        if self._stopped is not None:
+            raise self._stopped
+        try:
+            return self.store.retrying(fn)
+        except DatabaseUnavailableError as e:
+            self._stopped = RunStopped(outage_paragraph(
+                url=e.url, window_s=e.window_s, last_error=e.last_error,
+                in_flight=self.busy_arms(), leases_until=self._leases_until, campaigns=None))
+            raise self._stopped from e
+
+    def _leased_until_now(self) -> None:
+        self._leases_until = utcnow() + timedelta(seconds=self.lease_s)
 
     # -- setup -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,7 +154,6 @@ class FleetRunner:
                     row = Robot(name=a.name, endpoint=a.endpoint)
                     s.add(row)
                 row.endpoint, row.station = a.endpoint, a.station
-                row.status = "unknown"
                 s.flush()
                 ids[a.name] = row.id
             q.reclaim_expired_leases(s)
@@ -131,8 +166,54 @@ class FleetRunner:
         self.sweep_media()
         for a in self.fleet.arms:
             self.arms[a.name] = Arm(cfg=a, robot_id=ids[a.name])
-        for arm in self.arms.values():
+        self._acquire_arms()
+
+    def _acquire_arms(self) -> None:
+        """Lease the arms this runner does not hold yet (free, released or expired ones);
+        say once per holder which arms another orchestrator holds and that we wait."""
+        free = [a for a in self.arms.values() if not a.held]
+        if not free or time.monotonic() < self._next_arm_try:
+            return
+        self._next_arm_try = time.monotonic() + min(1.0, self.lease_s / 4)
+
+        def take(s):  # type: ignore[no-untyped-def]
+            res = lease_arms(s, [a.robot_id for a in free], holder=self.holder,
+                             lease_s=self.lease_s)
+            for rid in res.taken:
+                s.get(Robot, rid).status = "unknown"
+                log_event(s, "arm_leased", robot_id=rid, holder=self.holder)
+            return res
+
+        res = self._db(take)
+        self._leased_until_now()
+        by_id = {a.robot_id: a for a in free}
+        for rid in res.taken:
+            arm = by_id[rid]
+            if arm.cfg.name in self.waiting:
+                log.warning("%s is free now; taking it", arm.cfg.name)
+                self.waiting.pop(arm.cfg.name)
+            arm.held, arm.failures, arm.online = True, 0, False
             self._probe(arm)
+        for h in res.held:
+            line = h.waiting_line()
+            before = self.waiting.get(h.name)
+            if before is None or not before.startswith(f"{h.name} is held by {h.holder} "):
+                log.warning("%s", line)
+            self.waiting[h.name] = line
+
+    def _lose_arm(self, arm: Arm) -> None:
+        """Our lease on the arm ran out and another orchestrator took it: stop driving it."""
+        log.warning("%s: another orchestrator took this arm (our lease ran out); leaving it",
+                    arm.cfg.name)
+        if arm.job is not None:
+            if arm.actor is not None:
+                arm.actor.stop_episode.remote()
+            self._abort(arm, f"arm {arm.cfg.name} was taken over by another orchestrator",
+                        AbortCause.ARM_LEASE_LOST)
+        if arm.actor is not None:
+            ray.kill(arm.actor)
+        arm.actor, arm.probe_ref = None, None
+        arm.held, arm.online = False, False
 
     def _new_actor(self, arm: Arm) -> Any:
         return RobotActor.options(
@@ -143,19 +224,32 @@ class FleetRunner:
     def _probe(self, arm: Arm) -> None:
         if arm.actor is None:
             arm.actor = self._new_actor(arm)
+        if arm.media_folder is not None:  # first: can its node write media again?
+            arm.probe_ref = arm.actor.media_problem.remote(arm.media_folder)
+            arm.next_probe = time.monotonic() + min(MEDIA_PROBE_MAX_S,
+                                                    backoff_s(arm.failures + 1))
+            return
         arm.probe_ref = arm.actor.hello.remote()
         arm.next_probe = time.monotonic() + backoff_s(arm.failures + 1)
 
     def _check_probes(self) -> None:
         for arm in self.arms.values():
+            if not arm.held:
+                continue
             if arm.probe_ref is None:
-                if not arm.online and time.monotonic() >= arm.next_probe:
-                    self._probe(arm)
+                if time.monotonic() >= arm.next_probe:
+                    if not arm.online:
+                        self._probe(arm)
+                    else:
+                        self._heartbeat(arm)
                 continue
             ready, _ = ray.wait([arm.probe_ref], timeout=0)
             if not ready:
                 if time.monotonic() > arm.next_probe + 10:
                     arm.probe_ref = None  # a hung probe: try again later
+                continue
+            if arm.media_folder is not None:
+                self._media_checked(arm)
                 continue
             try:
                 arm.info = ray.get(arm.probe_ref, timeout=1)
@@ -169,6 +263,7 @@ class FleetRunner:
                     status, caps = "estopped", arm.info
                 else:
                     arm.online, arm.failures = True, 0
+                    arm.next_probe = time.monotonic() + HEARTBEAT_S
                     status, caps = "online", arm.info
             except Exception as e:  # noqa: BLE001 - bridge down: offline, probe with backoff
                 arm.online = False
@@ -179,6 +274,39 @@ class FleetRunner:
                     arm.actor = None
             arm.probe_ref = None
             self._set_robot(arm, status, caps)
+
+    def _media_checked(self, arm: Arm) -> None:
+        """The answer of an arm held out for an unwritable media folder: writable again, it is
+        probed right away; not yet, it waits (backoff up to MEDIA_PROBE_MAX_S)."""
+        try:
+            problem = ray.get(arm.probe_ref, timeout=1)
+        except Exception as e:  # noqa: BLE001 - the actor itself failed: check again later
+            problem = f"media check on {arm.cfg.name} failed: {e.__class__.__name__}"
+            if _actor_died(e):
+                arm.actor = None
+        arm.probe_ref = None
+        if isinstance(problem, dict):  # a hello sent before the abort: check media now
+            arm.next_probe = 0.0
+            return
+        if problem is None:
+            log.warning("%s: media folder %s is writable again", arm.cfg.name, arm.media_folder)
+            arm.media_folder, arm.failures, arm.next_probe = None, 0, 0.0
+            return
+        arm.failures += 1
+        arm.next_probe = time.monotonic() + min(MEDIA_PROBE_MAX_S, backoff_s(arm.failures))
+        self._set_robot(arm, "offline", {**arm.info, "error": str(problem)[:300]})
+
+    def _heartbeat(self, arm: Arm) -> None:
+        """Every HEARTBEAT_S for an online arm (the Fleet page shows an arm stale when its
+        heartbeat is older than a few of these, orchestrator.liveness): an idle arm is probed
+        again, so a dead bridge turns offline; an arm with a job is in contact through it (a dead
+        bridge aborts the episode and turns the arm offline), so only its heartbeat is renewed."""
+        if arm.job is None:
+            self._probe(arm)
+            return
+        arm.next_probe = time.monotonic() + HEARTBEAT_S
+        self._db(lambda s: s.execute(update(Robot).where(Robot.id == arm.robot_id)
+                                     .values(last_heartbeat=utcnow())))
 
     def _set_robot(self, arm: Arm, status: str, caps: dict[str, Any]) -> None:
         def w(s):  # type: ignore[no-untyped-def]
@@ -202,20 +330,29 @@ class FleetRunner:
                 "path": trial.policy_config.get("path"),
                 "options": trial.policy_config.get("options") or {},
             }
+            # the weights checksum taken at `policy register`: the worker refuses other weights
+            expected = self._db(lambda s: s.get(Policy, trial.policy_id).weights_checksum)
             pool = [
                 PolicyWorker.options(
                     num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_concurrency=1000,
                     resources=dict(cfg.resources) or None,
-                ).remote(config, cfg.max_batch, cfg.batch_wait_ms)
+                ).remote(config, cfg.max_batch, cfg.batch_wait_ms, expected)
                 for _ in range(cfg.replicas)
             ]
+            try:
+                meta = ray.get(pool[0].metadata.remote(), timeout=120)
+            except Exception as e:  # a worker that failed to start is never cached
+                for w in pool:
+                    ray.kill(w, no_restart=True)
+                raise RuntimeError(worker_start_error(e)) from e
             self.workers[trial.policy_id] = pool
-            self.worker_meta[trial.policy_id] = ray.get(pool[0].metadata.remote(), timeout=120)
+            self.worker_meta[trial.policy_id] = meta
         return pool[sum(arm.encode()) % len(pool)]
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
         self._check_estop_requests()
+        self._acquire_arms()
         self._check_probes()
         self._collect()
         self._check_operators()
@@ -281,7 +418,7 @@ class FleetRunner:
                 name=a.cfg.name,
                 station=a.cfg.station,
                 capabilities=frozenset(a.cfg.capabilities),
-                online=a.online,
+                online=a.online and a.held,
                 busy=a.job is not None,
                 scene_key=a.scene_key,
             )
@@ -302,6 +439,8 @@ class FleetRunner:
                     continue
                 trial = got[0]
                 arm = self.arms[a.arm]
+                # the arm's lease never runs out before the lease of the trial it runs
+                lease_arms(s, [arm.robot_id], holder=self.holder, lease_s=self.lease_s)
                 eid = q.start_episode(s, trial.trial_id, holder=self.holder, robot_id=arm.robot_id)
                 camp = s.get(Campaign, trial.campaign_id)
                 if camp.status == "pending":
@@ -311,6 +450,8 @@ class FleetRunner:
 
         self._sweep_due = False
         leased = self._db(lease)
+        if leased:
+            self._leased_until_now()
         if self._sweep_due:
             self.sweep_media()
         for arm, trial, eid, reused in leased:
@@ -331,15 +472,20 @@ class FleetRunner:
                 if time.monotonic() - job.started > self._timeout(job.trial):
                     ray.cancel(job.ref, force=False)
                     arm.actor.stop_episode.remote()
-                    self._abort(arm, f"episode timed out on arm {arm.cfg.name}")
+                    self._abort(arm, f"episode timed out on arm {arm.cfg.name}",
+                                AbortCause.ROBOT_ACTOR)
                 continue
             try:
                 result = ray.get(job.ref, timeout=5)
-            except Exception as e:  # noqa: BLE001 - the RobotActor itself died
-                reason = f"robot actor for {arm.cfg.name} failed: {e.__class__.__name__}"
+            except Exception as e:  # noqa: BLE001 - the reset failed, or the actor died
+                inner = getattr(e, "cause", None) or e  # what the actor raised, if it did
+                detail = (str(inner).splitlines() or [""])[0]
+                reason = (f"arm {arm.cfg.name} {job.phase} failed: "
+                          f"{inner.__class__.__name__}: {detail}")[:500]
+                cause = cause_of_actor_error(e, during_reset=job.phase == "prepare")
                 if _actor_died(e):
                     arm.actor = None
-                self._abort(arm, reason, offline=True)
+                self._abort(arm, reason, cause)
                 continue
             if job.phase == "prepare":
                 self._after_prepare(arm, result)
@@ -390,7 +536,8 @@ class FleetRunner:
         try:
             worker = self._worker_for(job.trial, arm.cfg.name)
         except Exception as e:  # noqa: BLE001 - bad policy config: abort, re-queue, report
-            self._abort(arm, f"policy {job.trial.policy_name} failed to start: {e}"[:500])
+            self._abort(arm, f"policy {job.trial.policy_name} failed to start: {e}"[:500],
+                        AbortCause.POLICY)
             return
         meta = self.worker_meta[job.trial.policy_id]
         spec = {
@@ -422,11 +569,12 @@ class FleetRunner:
         job = arm.job
         assert job is not None
         if result["status"] != "recorded":
-            # "arm": the bridge failed; "command": it refused a command (an e-stop latched
-            # mid-episode, ...): either way probe the arm before it gets more work.
-            self._abort(arm, result.get("reason") or "aborted",
-                        offline=result.get("fault") in ("arm", "command"))
-            if result.get("fault") == "policy":
+            # fault: why, as an AbortCause (orchestrator.faults): the bridge failed or refused
+            # (e-stop, another client) -> the arm is probed before more work; media -> held
+            # until writable; only policy/scene/unknown use up one of the trial's attempts
+            cause = cause_of_fault(result.get("fault"))
+            self._abort(arm, result.get("reason") or "aborted", cause)
+            if cause is AbortCause.WORKER:
                 self._check_worker(job.trial.policy_id)
             return
         steps = [{**st, "episode_id": job.episode_id} for st in result["steps"]]
@@ -451,18 +599,29 @@ class FleetRunner:
         self.stats.done_by_category[cat] = self.stats.done_by_category.get(cat, 0) + 1
         arm.job = None
 
-    def _abort(self, arm: Arm, reason: str, *, offline: bool = False) -> None:
+    def _abort(self, arm: Arm, reason: str, cause: AbortCause) -> None:
+        """Close the arm's episode as aborted with its cause; the trial is re-queued (counted
+        towards giving it up only for the trial's own causes); an infrastructure fault takes
+        the arm out: offline and probed with backoff, or held until media is writable."""
         job = arm.job
         assert job is not None
-        self._db(lambda s: q.abort_episode(s, job.episode_id, holder=self.holder, reason=reason))
+        self._db(lambda s: q.abort_episode(s, job.episode_id, holder=self.holder, reason=reason,
+                                           cause=cause))
         self.stats.aborted += 1
         arm.job = None
         arm.scene_key = None
-        if offline:
-            arm.online = False
-            arm.failures += 1
-            arm.next_probe = time.monotonic() + backoff_s(arm.failures)
-            self._set_robot(arm, "offline", {**arm.info, "error": reason[:300]})
+        fate = disposition(cause).arm
+        if fate is ArmFate.KEEP:
+            return
+        arm.online = False
+        arm.failures += 1
+        arm.next_probe = time.monotonic() + backoff_s(arm.failures)
+        if fate is ArmFate.MEDIA_CHECK:
+            arm.media_folder = campaign_dir(job.trial.campaign_name)
+            arm.next_probe = time.monotonic() + min(MEDIA_PROBE_MAX_S, backoff_s(arm.failures))
+            log.warning("%s held out until its media folder is writable: %s", arm.cfg.name,
+                        reason)
+        self._set_robot(arm, "offline", {**arm.info, "error": reason[:300]})
 
     def sweep_media(self) -> int:
         """Remove the media files of aborted episodes, so that every file has its row.
@@ -498,6 +657,9 @@ class FleetRunner:
                 entries = list(os.scandir(root / folder))
             except FileNotFoundError:
                 continue
+            except OSError as e:  # not a folder, unreadable: nothing of ours to sweep there
+                log.warning("cannot sweep %s: %s", root / folder, e)
+                continue
             for entry in entries:  # one listing per folder: episode-00000042-main.mp4[.partial]
                 if entry.is_file() and episode_id_of(entry.name) in ids:
                     Path(entry.path).unlink(missing_ok=True)
@@ -510,19 +672,47 @@ class FleetRunner:
             return
         self._last_renew = time.monotonic()
         ids = [a.job.trial.trial_id for a in self.arms.values() if a.job]
-        if ids:
-            self._db(lambda s: [q.renew_lease(s, t, holder=self.holder, lease_s=self.lease_s)
-                                for t in ids])
+        held = [a for a in self.arms.values() if a.held]
+        if not ids and not held:
+            return
+
+        def renew(s):  # type: ignore[no-untyped-def]
+            for t in ids:
+                q.renew_lease(s, t, holder=self.holder, lease_s=self.lease_s)
+            return renew_arm_leases(s, [a.robot_id for a in held], holder=self.holder,
+                                    lease_s=self.lease_s)
+
+        lost = set(self._db(renew))
+        self._leased_until_now()
+        for arm in held:
+            if arm.robot_id in lost:
+                self._lose_arm(arm)
 
     def shutdown(self, *, reason: str = "orchestrator stopped") -> None:
-        """Abort in-flight episodes (re-queued), stop arms, release actors."""
+        """Abort in-flight episodes (re-queued, not counted against their trials), stop arms,
+        release actors and the arms' leases. With the database gone, only the arms are
+        stopped: the leases in the store run out by themselves."""
         for arm in self.arms.values():
             if arm.job is not None:
                 if arm.actor is not None:
                     arm.actor.stop_episode.remote()
-                self._abort(arm, reason)
+                if self._stopped is None:
+                    try:
+                        self._abort(arm, reason, AbortCause.SHUTDOWN)
+                    except RunStopped:
+                        pass
+                arm.job = None
             if arm.actor is not None:
                 ray.kill(arm.actor)
+                arm.actor = None
+        held = [a.robot_id for a in self.arms.values() if a.held]
+        if held and self._stopped is None:
+            try:
+                self._db(lambda s: release_arms(s, held, holder=self.holder))
+            except RunStopped:
+                pass
+        for a in self.arms.values():
+            a.held = False
         for pool in self.workers.values():
             for w in pool:
                 ray.kill(w)

@@ -122,13 +122,19 @@ class RobotActor:
             plane = ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
             policy = self._policy_client(worker, plane, policy_timeout)
         except Exception as e:  # noqa: BLE001 - reported as an aborted episode
+            from ray.exceptions import RayTaskError
+
+            from orchestrator.faults import AbortCause
+
             self._episode = None
+            # the policy's own reset raised: its fault; the worker dead or silent: not
+            fault = AbortCause.POLICY if isinstance(e, RayTaskError) else AbortCause.WORKER
             return {
                 "status": "aborted",
                 "reason": f"policy worker unavailable for arm {self.name}: "
                 f"{e.__class__.__name__}: {e}"[:500],
                 "steps": [], "media": [], "sim_success": None, "late_steps": 0,
-                "terminated_by": None, "fault": "policy", "timing": {},
+                "terminated_by": None, "fault": fault.value, "timing": {},
             }
 
         def call_policy(inp: PolicyInput) -> PolicyReply:
@@ -160,6 +166,13 @@ class RobotActor:
             policy.end(self.name)
             self._episode = None
         return result.to_dict()
+
+    def media_problem(self, folder: str) -> str | None:
+        """Whether this node can write media under `folder` (relative to the media dir)
+        again: None, or the one-line error naming the path."""
+        from orchestrator.recording import media_problem
+
+        return media_problem(self.media_dir / folder)
 
     def stop_episode(self) -> None:
         self._stop.set()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
@@ -30,6 +30,17 @@ class StoreError(RuntimeError):
 
 class SchemaBehindError(StoreError):
     pass
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database stayed unreachable for the whole retry window."""
+
+    def __init__(self, message: str, *, url: str, window_s: float, last_error: str) -> None:
+        super().__init__(message)
+        self.url, self.window_s, self.last_error = url, window_s, last_error
+
+
+DEFAULT_RETRY_WINDOW_S = 25.0  # docs/architecture.md, "Faults"; EVALFLEET_DB_RETRY_WINDOW_S
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> Engine:
@@ -57,7 +68,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so we can BEGIN IMMEDIATE ourselves.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -68,7 +79,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front: a later upgrade from a read lock would fail
         # with SQLITE_BUSY despite busy_timeout. Readers use a deferred BEGIN.
         if conn.get_execution_options().get(_READONLY):
@@ -80,8 +91,18 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 class Store:
     """The results store: an engine plus session factories. A context manager."""
 
-    def __init__(self, engine: Engine, *, check_schema: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        check_schema: bool = True,
+        retry_window_s: float = DEFAULT_RETRY_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.engine = engine
+        self.retry_window_s = retry_window_s
+        self._clock, self._sleep = clock, sleep  # injectable: tests fake a long outage
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(
             engine.execution_options(**{_READONLY: True}), expire_on_commit=False
@@ -100,7 +121,8 @@ class Store:
             url or settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
         try:
-            return cls(engine, check_schema=check_schema)
+            return cls(engine, check_schema=check_schema,
+                       retry_window_s=settings.db_retry_window_s)
         except Exception:
             engine.dispose()
             raise
@@ -125,28 +147,40 @@ class Store:
             yield session
 
     def retrying(
-        self, fn: Callable[[Session], T], *, attempts: int = 8, first_delay_s: float = 0.1
+        self, fn: Callable[[Session], T], *, window_s: float | None = None,
+        first_delay_s: float = 0.1,
     ) -> T:
-        """Run fn in a write transaction, retrying a short database outage with backoff."""
+        """Run fn in a write transaction, retrying while the database is unreachable
+        (OperationalError: connection lost or refused, SQLite locked) with exponential backoff
+        (0.1 s doubling to 2 s) for up to `window_s` (default: this store's retry window,
+        EVALFLEET_DB_RETRY_WINDOW_S); then DatabaseUnavailableError. Each try is one whole
+        transaction, rolled back on error, so nothing is half-written."""
+        window = self.retry_window_s if window_s is None else window_s
+        deadline = self._clock() + window
         delay = first_delay_s
-        for attempt in range(1, attempts + 1):
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 with self.write() as s:
                     return fn(s)
             except OperationalError as e:
-                if attempt == attempts:
-                    raise StoreError(
-                        f"database at {self.url} unreachable after {attempts} attempts: {e.orig}; "
-                        "check the server and EVALFLEET_DATABASE_URL"
+                left = deadline - self._clock()
+                if left <= 0:
+                    last = str(e.orig if e.orig is not None else e).splitlines()[0][:300]
+                    raise DatabaseUnavailableError(
+                        f"database at {self.url} unreachable for {window:.0f} s "
+                        f"({attempts} attempts): {last}; check the server and "
+                        "EVALFLEET_DATABASE_URL",
+                        url=self.url, window_s=window, last_error=last,
                     ) from e
-                time.sleep(delay)
+                self._sleep(min(delay, left))
                 delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -57,6 +57,9 @@ class Robot(Base):
     status: Mapped[str] = mapped_column(String(20), default="unknown")  # online|offline|busy|estopped
     last_heartbeat: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    # the orchestrator driving this arm (one at a time), until its lease runs out
+    lease_holder: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class Policy(Base):
@@ -105,7 +108,8 @@ class Campaign(Base):
     __tablename__ = "campaigns"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending','running','paused','done','cancelled')", name="status"
+            "status IN ('pending','running','paused','done','incomplete','cancelled')",
+            name="status",
         ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -125,11 +129,13 @@ class CampaignPolicy(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "policy_id"),
         UniqueConstraint("campaign_id", "blind_code"),
+        # store-wide: a code never names two policies (migration 0004; an index for SQLite)
+        Index("uq_campaign_policies_blind_code", "blind_code", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id"))
-    blind_code: Mapped[str] = mapped_column(String(20))
+    blind_code: Mapped[str] = mapped_column(String(20))  # random per campaign (secrets)
     position: Mapped[int] = mapped_column(Integer, default=0)  # column order in reports
 
 
@@ -139,7 +145,9 @@ class Trial(Base):
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("campaign_id", "task_id", "campaign_policy_id", "trial_index"),
-        CheckConstraint("status IN ('pending','leased','done','cancelled')", name="status"),
+        CheckConstraint(
+            "status IN ('pending','leased','done','given_up','cancelled')", name="status"
+        ),
         Index("ix_trials_queue", "status", "campaign_id", "plan_order"),
         Index("ix_trials_lease_expires_at", "lease_expires_at"),
     )
@@ -154,6 +162,8 @@ class Trial(Base):
     lease_holder: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # attempts when last re-queued (0: never): only later attempts' aborts count to give it up
+    requeued_at_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Episode(Base):
@@ -181,6 +191,7 @@ class Episode(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(20), default="running")
     abort_reason: Mapped[str | None] = mapped_column(Text)
+    abort_cause: Mapped[str | None] = mapped_column(String(30))  # orchestrator.faults.AbortCause
     counted: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(TS)
@@ -242,7 +253,37 @@ class Label(Base):
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency
 
-    __mapper_args__ = {"version_id_col": version}
+    # orchestrator.store.labels sets each new version itself (it continues the label's history in
+    # label_versions, also after a retraction); SQLAlchemy still checks the old one on UPDATE.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+class LabelVersion(Base):
+    """Every version of every human label (migration 0003): saves and undos, never edited.
+
+    The labels table holds the current version; this one the history undo restores from.
+    success NULL = no label at that version (an undo retracted it).
+    """
+
+    __tablename__ = "label_versions"
+    __table_args__ = (
+        UniqueConstraint("episode_id", "source", "evaluator", "version"),
+        CheckConstraint("action IN ('saved','undone')", name="action"),
+        CheckConstraint("source IN ('human','sim')", name="source"),
+        Index("ix_label_versions_evaluator_id", "evaluator", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(10))
+    evaluator: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(10))  # saved | undone
+    success: Mapped[bool | None] = mapped_column(Boolean)
+    progress: Mapped[float | None] = mapped_column(Float)
+    failure_mode: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    render_token: Mapped[str | None] = mapped_column(String(64))  # the page render it was given on
+    at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
 class Event(Base):

@@ -13,12 +13,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import CursorResult, and_, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from orchestrator.faults import TRIAL_CAUSES, AbortCause, counts_against_trial, should_give_up
 from orchestrator.scheduler import TrialCandidate  # pure; queue builds them
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.models import (
@@ -83,6 +84,7 @@ def reclaim_expired_leases(s: Session, now: datetime | None = None) -> int:
             status="aborted",
             ended_at=now,
             abort_reason="lease expired: the orchestrator holding it stopped or lost contact",
+            abort_cause=AbortCause.LEASE_EXPIRED.value,
         )
     )
     s.execute(
@@ -157,7 +159,7 @@ def lease_trials(
                 lease_expires_at=now + timedelta(seconds=lease_s),
             )
         )
-        if res.rowcount == 1:
+        if _rowcount(res) == 1:
             leased.append(_leased_trial(s, tid))
     return leased
 
@@ -194,6 +196,11 @@ def _leased_trial(s: Session, trial_id: int) -> LeasedTrial:
     )
 
 
+def _rowcount(res: Any) -> int:
+    """Rows an UPDATE matched (its result is a CursorResult)."""
+    return int(cast("CursorResult[Any]", res).rowcount or 0)
+
+
 def renew_lease(
     s: Session, trial_id: int, *, holder: str, lease_s: float, now: datetime | None = None
 ) -> bool:
@@ -203,7 +210,7 @@ def renew_lease(
         .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
     )
-    return res.rowcount == 1
+    return _rowcount(res) == 1
 
 
 def release_trial(s: Session, trial_id: int, *, holder: str, reason: str) -> bool:
@@ -213,9 +220,9 @@ def release_trial(s: Session, trial_id: int, *, holder: str, reason: str) -> boo
         .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
         .values(status="pending", lease_holder=None, lease_expires_at=None)
     )
-    if res.rowcount:
+    if _rowcount(res):
         log_event(s, "trial_released", trial_id=trial_id, reason=reason)
-    return res.rowcount == 1
+    return _rowcount(res) == 1
 
 
 def start_episode(
@@ -280,7 +287,7 @@ def add_steps(s: Session, rows: Sequence[dict[str, Any]]) -> int:
     conn = s.connection()
     dialect = conn.dialect.name
     cols = ", ".join(STEP_COLUMNS)
-    raw = conn.connection.dbapi_connection
+    raw: Any = conn.connection.dbapi_connection  # sqlite3 or psycopg, used directly
     dbapi = conn.dialect.loaded_dbapi
     sql = ""
     try:
@@ -361,17 +368,23 @@ def complete_episode(
     return ours
 
 
+MAX_ATTEMPTS = 5  # aborts attributable to a trial (orchestrator.faults) before it is given up
+
+
 def abort_episode(
     s: Session,
     episode_id: int,
     *,
     holder: str,
     reason: str,
+    cause: AbortCause = AbortCause.UNKNOWN,
     requeue: bool = True,
-    max_attempts: int = 5,
+    max_attempts: int = MAX_ATTEMPTS,
     now: datetime | None = None,
 ) -> None:
-    """Close an episode as aborted (kept for the audit) and put its trial back in the queue."""
+    """Close an episode as aborted (kept for the audit, with its cause) and put its trial back
+    in the queue. Only aborts the trial caused (faults.counts_against_trial) count towards
+    giving it up; an infrastructure fault re-queues it as it was."""
     now = now or utcnow()
     ep = s.get(Episode, episode_id)
     if ep is None:
@@ -379,14 +392,26 @@ def abort_episode(
     if ep.status == "running":
         ep.status = "aborted"
         ep.abort_reason = reason
+        ep.abort_cause = cause.value
         ep.ended_at = now
     trial = s.get(Trial, ep.trial_id)
-    if requeue and trial is not None and trial.attempts >= max_attempts:
-        requeue = False
-        if trial.status == "leased" and trial.lease_holder == holder:
-            trial.status, trial.lease_holder, trial.lease_expires_at = "cancelled", None, None
-            log_event(s, "trial_gave_up", episode_id=episode_id, trial_id=trial.id,
-                      attempts=trial.attempts, reason=reason)
+    if requeue and trial is not None and counts_against_trial(cause):
+        s.flush()
+        own = s.scalar(
+            select(func.count()).select_from(Episode).where(
+                Episode.trial_id == trial.id, Episode.status == "aborted",
+                Episode.abort_cause.in_([c.value for c in TRIAL_CAUSES]),
+                Episode.attempt > trial.requeued_at_attempt,  # this budget (lifecycle.requeue)
+            )
+        ) or 0
+        if should_give_up(own, max_attempts):
+            requeue = False
+            if trial.status == "leased" and trial.lease_holder == holder:
+                trial.status, trial.lease_holder, trial.lease_expires_at = "given_up", None, None
+                log_event(s, "trial_gave_up", campaign_id=trial.campaign_id,
+                          episode_id=episode_id, trial_id=trial.id,
+                          attempts=trial.attempts, own_aborts=own, cause=cause.value,
+                          reason=reason)
     if requeue:
         s.execute(
             update(Trial)
@@ -395,20 +420,13 @@ def abort_episode(
             )
             .values(status="pending", lease_holder=None, lease_expires_at=None)
         )
-    log_event(s, "episode_aborted", robot_id=ep.robot_id, episode_id=episode_id, reason=reason)
+    log_event(s, "episode_aborted", robot_id=ep.robot_id, episode_id=episode_id, reason=reason,
+              cause=cause.value)
 
 
 def finish_campaigns_if_done(s: Session) -> list[int]:
-    """Mark active campaigns with no pending or leased trial as done."""
-    done: list[int] = []
-    for c in s.scalars(select(Campaign).where(Campaign.status.in_(ACTIVE_CAMPAIGN))):
-        open_trial = s.scalar(
-            select(Trial.id)
-            .where(Trial.campaign_id == c.id, Trial.status.in_(("pending", "leased")))
-            .limit(1)
-        )
-        if open_trial is None:
-            c.status = "done"
-            log_event(s, "campaign_done", campaign_id=c.id)
-            done.append(c.id)
-    return done
+    """Close active campaigns with no pending or leased trial: done when every trial counted,
+    incomplete when some were given up or cancelled (orchestrator.store.lifecycle)."""
+    from orchestrator.store.lifecycle import settle_campaigns
+
+    return [cid for cid, _ in settle_campaigns(s)]

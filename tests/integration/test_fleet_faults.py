@@ -114,6 +114,8 @@ def test_bridge_killed_mid_episode_aborts_requeues_and_arm_comes_back(sqlite_sto
                                      Event.kind.in_(("robot_online", "robot_offline")))
             .order_by(Event.id))]
         assert s.get(Robot, vid).status == "online"
+        # an infrastructure fault: it took the arm out, not an attempt of the trial's budget
+        assert s.get(Episode, eid).abort_cause == "bridge"
         # the re-queued trial ran again (to completion) as a second attempt
         (n,) = s.execute(select(func.count()).select_from(Episode)
                          .where(Episode.trial_id == tid)).one()
@@ -162,6 +164,8 @@ def test_policy_worker_killed_mid_campaign_is_restarted_and_episodes_requeued(
     assert aborted_ids == state["in_flight"], audit.aborted
     for _, _, reason in audit.aborted:
         assert "Actor" in reason or "actor" in reason or "policy" in reason, reason
+    with store.read() as s:  # a worker restart is never the trial's fault
+        assert {s.get(Episode, e).abort_cause for e in aborted_ids} == {"worker"}
 
 
 def _evalfleet(*args: str, env: dict, log: Path) -> subprocess.Popen:
@@ -228,6 +232,8 @@ def test_orchestrator_sigkilled_then_resumed_counts_every_trial_once(tmp_path: P
         # the episodes the killed orchestrator had in flight: aborted by lease expiry, kept
         assert sorted(aborted) == killed_running, audit.aborted
         assert all("lease expired" in r for r in aborted.values())
+        with store.read() as s:
+            assert {s.get(Episode, e).abort_cause for e in aborted} == {"lease_expired"}
     finally:
         for p in procs:
             _kill_session(p)

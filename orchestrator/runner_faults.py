@@ -1,0 +1,59 @@
+"""The runner's fault helpers: what an exception from a RobotActor means (AbortCause), and the
+one paragraph a run ends with when the database stays away longer than the retry window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from orchestrator.faults import AbortCause, cause_of_refusal
+
+EXIT_RUN_STOPPED = 4  # `campaign run` / `fleet serve` exit status when the database is gone
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on (the database is gone): str() is the paragraph for the user."""
+
+
+def cause_of_actor_error(e: BaseException, *, during_reset: bool) -> AbortCause:
+    """Why a RobotActor call (prepare: the scene reset; run_episode) raised."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    from robots.client import BridgeCommandError, BridgeError
+
+    if isinstance(e, RayActorError | ActorDiedError | ActorUnavailableError):
+        return AbortCause.ROBOT_ACTOR
+    inner = getattr(e, "cause", None) or e  # a RayTaskError wraps what the actor raised
+    if isinstance(inner, BridgeCommandError):
+        return cause_of_refusal(inner.code, during_reset=during_reset)
+    if isinstance(inner, BridgeError):
+        return AbortCause.BRIDGE
+    return AbortCause.SCENE if during_reset else AbortCause.UNKNOWN
+
+
+def cause_of_fault(fault: str | None) -> AbortCause:
+    """EpisodeResult.fault (an AbortCause value) back to the enum; anything else: unknown."""
+    try:
+        return AbortCause(fault or "unknown")
+    except ValueError:
+        return AbortCause.UNKNOWN
+
+
+def outage_paragraph(*, url: str, window_s: float, last_error: str, in_flight: int,
+                     leases_until: datetime | None, campaigns: str | None) -> str:
+    """The one paragraph a run ends with when the database stayed unreachable (pure)."""
+    if in_flight and leases_until is not None:
+        back = (f"The {in_flight} trial(s) that were running return to the queue when their "
+                f"leases expire, by {leases_until.astimezone(UTC):%H:%M:%S} UTC; the arms this "
+                "run held are free again then too.")
+    elif leases_until is not None:
+        back = (f"No trial was running; the arms this run held are free again by "
+                f"{leases_until.astimezone(UTC):%H:%M:%S} UTC.")
+    else:
+        back = "No trial was running."
+    rerun = f"`evalfleet campaign run {campaigns}`" if campaigns else "the same command"
+    return (
+        f"Stopped: the database at {url} was unreachable for {window_s:.0f} s, longer than the "
+        f"retry window (EVALFLEET_DB_RETRY_WINDOW_S); last error: {last_error}. Nothing was "
+        f"half-written (every store write is one transaction). {back} A rerun is safe once "
+        f"the database is back ({rerun}): every trial still counts exactly once."
+    )
