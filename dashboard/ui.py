@@ -46,12 +46,20 @@ def show_flash() -> None:
         getattr(st, item[0])(item[1])
 
 
-def ago(ts: datetime | None) -> str:
+def age_s(ts: datetime | None) -> float | None:
+    """Seconds since `ts` (naive times are UTC, as the store writes them); None for never."""
     if ts is None:
-        return "never"
+        return None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    s = max(0, int((datetime.now(UTC) - ts).total_seconds()))
+    return (datetime.now(UTC) - ts).total_seconds()
+
+
+def ago(ts: datetime | None) -> str:
+    age = age_s(ts)
+    if age is None:
+        return "never"
+    s = max(0, int(age))
     if s < 120:
         return f"{s} s ago"
     if s < 7200:
