@@ -1,4 +1,8 @@
-"""immutable policies (registration checks)
+"""immutable policies: no schema change
+
+`policy register` enforces immutability in code (orchestrator/store/policies.py): a name+version
+is never rewritten; `--force` replaces only a policy no episode has used, audited as
+`policy_replaced`. This revision only marks the release in the chain.
 
 Revision ID: 0005
 Revises: 0004
@@ -14,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass  # placeholder: filled in by the change that needs it
+    pass  # nothing to change in the schema
 
 
 def downgrade() -> None:
