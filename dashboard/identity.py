@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import streamlit as st
 
-from dashboard.visibility import Role, StaffConfig, role_of
+from dashboard.visibility import Role, StaffConfig, Viewer, role_of
 
 GROUP_CLAIMS = ("groups", "roles")
 
@@ -91,3 +91,10 @@ def current_groups() -> list[str]:
 def current_role() -> Role:
     """Staff or evaluator (nobody signed in: evaluator)."""
     return role_of(current_user(), current_groups(), staff_config())
+
+
+def current_viewer() -> Viewer:
+    """Who is acting now, read server-side from the session (never from a widget's value):
+    what the pages hand to dashboard/data.py's writes, which refuse what the role may not do."""
+    user = current_user()
+    return Viewer(user, role_of(user, current_groups(), staff_config()))

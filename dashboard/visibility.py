@@ -11,7 +11,12 @@ EVALFLEET_STAFF_GROUPS) see everything. Everyone else is an evaluator and sees b
   episode themselves (no anchoring), and then without the other evaluators' names;
 - Results always blind; the Disagreements tab's votes without names (their own is "you");
 - free text written by the system (abort reasons, event details) with every policy name
-  replaced by "[policy]".
+  replaced by "[policy]";
+- the Agreement tab's evaluators anonymised ("you", "evaluator 1", ...).
+
+Who may act: steering campaigns (create, pause, resume, cancel, priority, re-queue) and
+confirming a scene are staff-only; an e-stop is everyone's (safety). The pages disable or hide
+what a viewer may not do, and dashboard/data.py checks again (`check`) before it writes.
 """
 
 from __future__ import annotations
@@ -165,3 +170,103 @@ def visible_labels(labels: Sequence[L], view: EpisodeView, viewer: str | None
 def has_labelled(labels: Iterable[LabelLike], viewer: str | None) -> bool:
     return viewer is not None and any(
         lab.source == "human" and lab.evaluator == viewer for lab in labels)
+
+
+# --- who may act ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is acting on a page: their name (None: nobody signed in) and role."""
+
+    name: str | None
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        """The name the audit log records."""
+        return self.name or "dashboard"
+
+
+class Action(StrEnum):
+    CREATE_CAMPAIGN = "create a campaign"
+    PAUSE = "pause a campaign"
+    RESUME = "resume a campaign"
+    CANCEL = "cancel a campaign"
+    SET_PRIORITY = "change a campaign's priority"
+    REQUEUE = "re-queue trials"
+    CONFIRM_SCENE = "confirm a scene"
+    ESTOP = "e-stop an arm"
+
+
+STAFF_ONLY = frozenset(Action) - {Action.ESTOP}  # an e-stop is everyone's: safety first
+STEERING_CAPTION = ("Pausing, resuming, cancelling, re-queuing, priorities, new campaigns and "
+                    "scene confirmations are for staff (EVALFLEET_STAFF or a staff group); "
+                    "E-STOP on the Fleet page is for everyone.")
+
+
+class NotAllowed(PermissionError):
+    """A viewer tried an action their role does not have (nothing was changed)."""
+
+
+def may(role: Role, action: Action) -> bool:
+    return role is Role.STAFF or action not in STAFF_ONLY
+
+
+def check(viewer: Viewer, action: Action) -> None:
+    """Raise NotAllowed, one line naming who and what, unless the viewer may do `action`."""
+    if not may(viewer.role, action):
+        raise NotAllowed(f"Not allowed: {viewer.name or 'a viewer who is not signed in'} is an "
+                         f"{viewer.role.value} and only staff may {action.value} "
+                         "(EVALFLEET_STAFF or a staff group); nothing was changed.")
+
+
+STAFF_ONLY_HELP = "Staff only (EVALFLEET_STAFF or a staff group)."
+
+
+@dataclass(frozen=True)
+class CampaignControls:
+    """A campaign's buttons on the Campaigns page for one viewer: True = enabled."""
+
+    pause: bool
+    resume: bool
+    requeue: str | None  # the re-queue button's label, shown instead of Resume; None: Resume
+    requeue_enabled: bool
+    cancel: bool
+    priority: bool
+    why: str | None  # the help on the controls a viewer may not use (None: staff)
+
+
+def campaign_controls(role: Role, status: str, given_up: int) -> CampaignControls:
+    """Staff steer, evaluators see every control disabled. An incomplete campaign with
+    given-up trials offers "Re-queue N given-up trials" instead of Resume (the store refuses
+    to resume an incomplete campaign: nothing is left in its queue)."""
+    steer = may(role, Action.PAUSE)
+    requeue = None
+    if status == "incomplete" and given_up > 0:
+        requeue = f"Re-queue {given_up} given-up trial{'s' if given_up != 1 else ''}"
+    return CampaignControls(
+        pause=steer and status in ("pending", "running"),
+        resume=steer and status == "paused",
+        requeue=requeue,
+        requeue_enabled=steer and requeue is not None,
+        cancel=steer and status not in ("done", "cancelled"),
+        priority=steer,
+        why=None if steer else STAFF_ONLY_HELP,
+    )
+
+
+def evaluator_aliases(names: Iterable[str], role: Role, viewer: str | None) -> dict[str, str]:
+    """How to show evaluators to this viewer: staff see names; an evaluator sees "you" for
+    themselves and "evaluator 1", "evaluator 2", ... for the others, numbered in the order
+    given (skipping the viewer), so the same list gives the same numbers on every rerun."""
+    unique = list(dict.fromkeys(names))
+    if role is Role.STAFF:
+        return {n: n for n in unique}
+    out: dict[str, str] = {}
+    for n in unique:
+        if viewer is not None and n == viewer:
+            out[n] = "you"
+        else:
+            out[n] = f"evaluator {sum(1 for v in out.values() if v != 'you') + 1}"
+    return out

@@ -1,5 +1,10 @@
 """Campaigns: scene-setup prompts for operators, create a campaign, progress per category,
-pause / resume / cancel and priority. Every action is written to the audit log with its actor.
+pause / resume / cancel, priority, and re-queuing an incomplete campaign's given-up trials.
+Every action is written to the audit log with its actor.
+
+Steering is staff-only (dashboard.visibility.may): evaluators see the controls disabled, with
+a caption saying why, and no New campaign form; dashboard/data.py refuses their writes again
+(a crafted rerun changes nothing). E-stops live on the Fleet page and are everyone's.
 """
 
 from __future__ import annotations
@@ -9,11 +14,32 @@ import secrets
 import streamlit as st
 
 from dashboard import data, ui
-from dashboard.identity import current_role
-from dashboard.visibility import Role, campaign_title, policy_title
+from dashboard.identity import current_role, current_viewer
+from dashboard.visibility import (
+    STEERING_CAPTION,
+    Action,
+    NotAllowed,
+    Role,
+    campaign_controls,
+    campaign_title,
+    may,
+    policy_title,
+)
 from orchestrator.store.browse import BrowseError
 from orchestrator.store.campaigns import CampaignError
+from orchestrator.store.lifecycle import missing_text
 from protocols.loader import ProtocolError, shipped_protocol_paths
+
+
+def _confirm_scene(event_id: int, robot: str) -> None:
+    try:
+        data.confirm_setup(event_id, current_viewer())
+    except NotAllowed as e:
+        ui.flash("error", str(e))
+    except BrowseError as e:
+        ui.flash("info", str(e))
+    else:
+        ui.flash("success", f"Scene on {robot} confirmed: the orchestrator starts the episode.")
 
 
 def _prompts() -> None:
@@ -21,22 +47,18 @@ def _prompts() -> None:
     if not prompts:
         return
     st.subheader("Scene setup needed")
+    allowed = may(current_role(), Action.CONFIRM_SCENE)
+    if not allowed:
+        st.caption("Scene ready is for staff: the orchestrator waits for a person at the arm.")
     for p in prompts:
         with st.container(border=True):
             c1, c2 = st.columns([2, 1])  # the button keeps its label at 800 px
             c1.markdown(f"**{p.robot}** · since {ui.fmt_time(p.at)} ({ui.ago(p.at)})"
                         + (f" · episode {p.episode_id}" if p.episode_id else "")
                         + f"\n\n{p.instructions or 'Set up the scene for the next trial.'}")
-            if c2.button("Scene ready", key=f"ready_{p.event_id}", type="primary",
-                         icon=":material/check_circle:"):
-                try:
-                    data.confirm_setup(p.event_id, ui.actor())
-                except BrowseError as e:
-                    ui.flash("info", str(e))
-                else:
-                    ui.flash("success", f"Scene on {p.robot} confirmed: the orchestrator starts "
-                                        "the episode.")
-                st.rerun()
+            c2.button("Scene ready", key=f"ready_{p.event_id}", type="primary",
+                      icon=":material/check_circle:", disabled=not allowed,
+                      on_click=_confirm_scene, args=(p.event_id, p.robot))
 
 
 def new_campaign_problems(protocol: str | None, policies: list[str]) -> list[str]:
@@ -82,8 +104,8 @@ def _create() -> None:
     try:
         cid = data.create_campaign(name=final, protocol=protocol, policy_names=chosen,
                                    trials=int(trials), seed=int(seed), priority=int(priority),
-                                   actor=ui.actor())
-    except (CampaignError, ProtocolError, ValueError) as e:
+                                   viewer=current_viewer())
+    except (CampaignError, ProtocolError, ValueError, NotAllowed) as e:
         st.error(f"Campaign not created: {e}")
         return
     ui.flash("success", f"Campaign **{final}** (#{cid}) created and queued.")
@@ -92,11 +114,23 @@ def _create() -> None:
 
 def _act(fn, *args) -> None:  # type: ignore[no-untyped-def]
     try:
-        fn(*args, ui.actor())
-    except CampaignError as e:
+        fn(*args, current_viewer())
+    except (CampaignError, NotAllowed) as e:
         ui.flash("error", str(e))
 
 
+def _requeue(campaign_id: int, label: str) -> None:
+    try:
+        done = data.requeue_given_up(campaign_id, current_viewer())
+    except (CampaignError, NotAllowed) as e:
+        ui.flash("error", str(e))
+    else:
+        n = len(done.trial_ids)
+        ui.flash("success", f"Campaign **{label}**: {n} given-up trial{'s' if n != 1 else ''} "
+                            f"re-queued with a fresh attempt budget; it is {done.status} again.")
+
+
+ACTIVE_VIEW = ("pending", "running", "paused", "incomplete")
 CONFIRM_KEY = "_confirm_cancel"  # the campaign id whose cancellation awaits confirmation
 
 
@@ -109,8 +143,8 @@ def _answer_cancel(campaign_id: int, label: str, yes: bool) -> None:
     if not yes:
         return
     try:
-        data.set_status(campaign_id, "cancelled", ui.actor())
-    except CampaignError as e:
+        data.set_status(campaign_id, "cancelled", current_viewer())
+    except (CampaignError, NotAllowed) as e:
         ui.flash("error", str(e))
     else:
         ui.flash("warning", f"Campaign **{label}** cancelled: its pending "
@@ -135,36 +169,60 @@ def _confirm_cancel(c, label: str) -> None:  # type: ignore[no-untyped-def]
 
 def _campaign(c) -> None:  # type: ignore[no-untyped-def]
     total = max(1, c.trials - c.cancelled)
+    tally = data.tally(c.id)
     with st.container(border=True):
         # stacked, not side by side: at 800 px the buttons keep their labels ("Cancel", not
         # an unlabeled icon)
         h1, h2 = st.container(), st.container()
         role = current_role()  # evaluators: blind (campaign number, policy codes only)
-        title = f"{c.name} `#{c.id}`" if role is Role.STAFF else campaign_title(role, c.id,
-                                                                                  c.name, c.protocol)
-        h1.markdown(f"### {title}\n**{c.status}** · priority {c.priority} · "
+        steer = may(role, Action.PAUSE)
+        label = campaign_title(role, c.id, c.name, c.protocol)
+        title = f"{c.name} `#{c.id}`" if role is Role.STAFF else label
+        missing = missing_text(tally)  # "3 given up", "2 given up, 1 cancelled"
+        h1.markdown(f"### {title}\n**{c.status}**" + (f" ({missing})" if missing else "")
+                    + f" · priority {c.priority} · "
                     f"{c.protocol} v{c.protocol_version} · seed {c.seed} · "
                     f"{c.trials_per_task} trials/task · policies: "
                     + ", ".join(policy_title(role, p, code)
                                 for p, code in zip(c.policies, c.blind_codes, strict=True)))
-        h1.progress(c.done / total, text=f"{c.done}/{total} trials done · {c.leased} running · "
-                                          f"{c.pending} pending")
+        h1.progress(min(1.0, c.done / total),
+                    text=f"{c.done}/{total} trials done · {c.leased} running · "
+                         f"{c.pending} pending" + (f" · {tally.given_up} given up"
+                                                   if tally.given_up else ""))
+        ctl = campaign_controls(role, c.status, tally.given_up)  # staff only; data.py rechecks
+        if c.status == "incomplete":
+            if not steer:
+                how = "Staff can re-queue them."
+            elif ctl.requeue is not None:
+                how = ("Re-queue them to complete the campaign (Resume cannot: nothing is left "
+                       "in its queue).")
+            else:  # only cancelled trials: re-queuing them is a deliberate choice, on the CLI
+                how = f"`evalfleet campaign requeue {c.name} --status cancelled` re-queues them."
+            h1.warning(f"Incomplete: {missing or 'trials missing'}. {how}",
+                       icon=":material/report:")
         b1, b2, b3 = h2.columns(3)
-        active = c.status in ("pending", "running")
-        b1.button("Pause", key=f"pause_{c.id}", disabled=not active, on_click=_act,
-                  args=(data.set_status, c.id, "paused"), icon=":material/pause:")
-        b2.button("Resume", key=f"resume_{c.id}", disabled=c.status != "paused", on_click=_act,
-                  args=(data.set_status, c.id, "pending"), icon=":material/play_arrow:")
-        b3.button("Cancel", key=f"cancel_{c.id}", disabled=c.status in ("done", "cancelled"),
-                  on_click=_ask_cancel, args=(c.id,), icon=":material/cancel:",
-                  help="Asks for confirmation first.")
-        if st.session_state.get(CONFIRM_KEY) == c.id and c.status not in ("done", "cancelled"):
-            _confirm_cancel(c, campaign_title(role, c.id, c.name, c.protocol))
+        b1.button("Pause", key=f"pause_{c.id}", disabled=not ctl.pause, on_click=_act,
+                  args=(data.set_status, c.id, "paused"), icon=":material/pause:", help=ctl.why)
+        if ctl.requeue is not None:  # instead of Resume, which the store refuses when incomplete
+            b2.button(ctl.requeue, key=f"requeue_{c.id}", disabled=not ctl.requeue_enabled,
+                      on_click=_requeue, args=(c.id, label), icon=":material/replay:",
+                      type="primary",
+                      help=ctl.why or "Back in the queue with a fresh attempt budget (audited).")
+        else:
+            b2.button("Resume", key=f"resume_{c.id}", disabled=not ctl.resume, on_click=_act,
+                      args=(data.set_status, c.id, "pending"), icon=":material/play_arrow:",
+                      help=ctl.why)
+        b3.button("Cancel", key=f"cancel_{c.id}", disabled=not ctl.cancel, on_click=_ask_cancel,
+                  args=(c.id,), icon=":material/cancel:",
+                  help=ctl.why or "Asks for confirmation first.")
+        if ctl.cancel and st.session_state.get(CONFIRM_KEY) == c.id:
+            _confirm_cancel(c, label)
         p1, p2 = h2.columns([2, 1])
         prio = p1.number_input("Priority", -100, 100, c.priority, key=f"prio_{c.id}",
-                               label_visibility="collapsed")
-        p2.button("Set priority", key=f"setprio_{c.id}", disabled=prio == c.priority,
-                  on_click=_act, args=(data.set_priority, c.id, int(prio)))
+                               label_visibility="collapsed", disabled=not ctl.priority)
+        p2.button("Set priority", key=f"setprio_{c.id}",
+                  disabled=not ctl.priority or prio == c.priority, on_click=_act,
+                  args=(data.set_priority, c.id, int(prio)), help=ctl.why)
         rows = sorted(data.progress(c.id), key=lambda r: (r[0], r[1] or ""))
         st.dataframe(
             [{"category": cat, "difficulty": diff or "", "done": done, "planned": n,
@@ -176,14 +234,14 @@ def _campaign(c) -> None:  # type: ignore[no-untyped-def]
 def render() -> None:
     ui.start("Campaigns")
     _prompts()
-    if current_role() is Role.STAFF:  # the form lists policy names: staff only
+    if may(current_role(), Action.CREATE_CAMPAIGN):  # the form lists policy names: staff only
         _create()
     else:
-        st.caption("Campaigns are created by staff (EVALFLEET_STAFF); you see them blind.")
+        st.caption("You see campaigns blind and cannot steer them. " + STEERING_CAPTION)
     camps = data.campaigns()
     show = st.segmented_control("Show", ["active", "all"], default="active", key="camp_show")
-    for c in camps:
-        if show == "all" or c.status in ("pending", "running", "paused"):
+    for c in camps:  # "active" includes incomplete ones: they wait for someone to re-queue
+        if show == "all" or c.status in ACTIVE_VIEW:
             _campaign(c)
 
 

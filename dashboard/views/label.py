@@ -31,7 +31,7 @@ from dashboard.label_actions import (
     settle,
     take_notice,
 )
-from dashboard.visibility import vote_text
+from dashboard.visibility import evaluator_aliases, vote_text
 from orchestrator.store.browse import BrowseError, QueueItem
 
 FAILURE_MODES = (
@@ -137,7 +137,11 @@ def _agreement_tab(ids: tuple[int, ...]) -> None:
         st.caption(result.note)
     pairs = agreement.pairwise(votes)
     if len(pairs) > 1:
-        st.dataframe([{"evaluator A": p.a, "evaluator B": p.b, "episodes": p.episodes,
+        # evaluators see no names: "you" and "evaluator 1", "evaluator 2", ... (staff: names)
+        alias = evaluator_aliases((w for p in pairs for w in (p.a, p.b)), current_role(),
+                                  current_user())
+        st.dataframe([{"evaluator A": alias[p.a], "evaluator B": alias[p.b],
+                       "episodes": p.episodes,
                        "Cohen's kappa": None if p.kappa is None else round(p.kappa, 3)}
                       for p in pairs], hide_index=True)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import streamlit as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
@@ -20,7 +21,7 @@ from orchestrator.config import get_settings
 from orchestrator.reporting import ReportFilters, build_report_for_ids
 from orchestrator.store.db import Store
 from orchestrator.store.labels import LabelInput, save_label
-from orchestrator.store.models import Event, Label
+from orchestrator.store.models import Campaign, Event, Label
 from protocols.stats import format_cell
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -41,6 +42,7 @@ def open_dashboard(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     url = store.engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("EVALFLEET_HOME", str(home))
     monkeypatch.setenv("EVALFLEET_DATABASE_URL", url)
+    monkeypatch.setenv("EVALFLEET_STAFF", "ann,bob")  # staff see names; anyone else is blind
     get_settings.cache_clear()
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -102,6 +104,13 @@ def shown_episode(at: AppTest) -> int:
     return int(caption.split("**")[1])
 
 
+def label_button(at: AppTest, action: str):  # type: ignore[no-untyped-def]
+    """The Label page's success/failure/skip/undo button of this render (its key carries the
+    render's token: label_act_<action>_<token>)."""
+    (button,) = [b for b in at.button if (b.key or "").startswith(f"label_act_{action}_")]
+    return button
+
+
 # --- Label ------------------------------------------------------------------------------------
 
 
@@ -113,7 +122,7 @@ def test_label_given_in_the_page_lands_with_its_evaluator(dash: Dash) -> None:
     at.slider(key=f"progress_{ep}").set_value(40)
     at.multiselect(key=f"tags_{ep}").set_value(["missed_grasp", "collision"])
     at.text_area(key=f"notes_{ep}").input("slipped at the rim")
-    at.button(key="label_failure").click().run()
+    label_button(at, "failure").click().run()
     assert not at.exception and not at.error
     assert f"Saved episode {ep} as **failure**" in at.success[0].value
     assert shown_episode(at) != ep  # the next one is up
@@ -123,7 +132,7 @@ def test_label_given_in_the_page_lands_with_its_evaluator(dash: Dash) -> None:
     assert lab.failure_mode == "missed_grasp, collision" and lab.notes == "slipped at the rim"
     # the name stays for the session: the next click saves without asking again
     nxt = shown_episode(at)
-    at.button(key="label_success").click().run()
+    label_button(at, "success").click().run()
     with dash.store.read() as s:
         assert s.scalar(select(Label.success).where(Label.episode_id == nxt,
                                                     Label.evaluator == "carol")) is True
@@ -134,7 +143,7 @@ def test_blind_label_page_never_shows_a_policy_name(sdash: Dash) -> None:
     texts = [all_text(at)]
     at.button(key=f"adj_{sdash.sample.episode_ids[0]}").click().run()  # disagreement opened
     texts.append(all_text(at))
-    at.button(key="label_skip").click().run()
+    label_button(at, "skip").click().run()
     texts.append(all_text(at))
     blob = "\n".join(texts)
     assert "P-" in blob and "disputed" in blob  # codes and the adjudication list are there
@@ -164,7 +173,7 @@ def test_oidc_user_is_the_evaluator(sdash: Dash) -> None:
     at.run()
     assert not at.sidebar.text_input  # no name box when the lab signs people in
     ep = shown_episode(at)
-    at.button(key="label_success").click().run()
+    label_button(at, "success").click().run()
     with sdash.store.read() as s:
         assert s.scalar(select(Label.evaluator).where(Label.episode_id == ep,
                                                       Label.evaluator == "eve@lab.example"))
@@ -174,7 +183,6 @@ def test_oidc_user_is_the_evaluator(sdash: Dash) -> None:
 
 
 def test_results_equal_evalfleet_report(dash: Dash) -> None:
-    from dashboard.charts import _p_text
     from orchestrator.cli import app as cli
 
     at = run_app("results")
@@ -185,9 +193,8 @@ def test_results_equal_evalfleet_report(dash: Dash) -> None:
     assert list(shown["category"]) == [r["label"] for r in report["rows"]]
     for i, row in enumerate(report["rows"]):
         for pol in report["policies"]:
-            assert shown.iloc[i][f"{pol['name']} ({pol['code']})"] == row["cells"][pol["code"]]["text"]
-        p = row["comparison"]["p_value"]
-        assert shown.iloc[i, -1] == ("n/a" if p is None else _p_text(p))
+            assert shown.iloc[i][pol["header"]] == row["cells"][pol["key"]]["text"]
+        assert shown.iloc[i, -1] == row["comparisons"][0]["text"]
     direct = build_report_for_ids(dash.store, dash.sample.campaign_ids)
     # every episode counts except the disputed one (ann vs bob on the first)
     assert sum(c.n for c in direct.row("overall").cells) == len(dash.sample.episode_ids) - 1
@@ -204,7 +211,7 @@ def test_results_filters(sdash: Dash) -> None:
     at.selectbox(key="res_source").set_value(None)
     at.selectbox(key="res_evaluator").set_value("ann").run()  # only ann's own labels decide
     overall = at.dataframe[0].value.iloc[-1]
-    assert sum(int(str(v).rsplit("n=", 1)[1]) for v in overall.iloc[1:3]) == 3
+    assert sum(int(str(v).rsplit("n=", 1)[1].split()[0]) for v in overall.iloc[1:3]) == 3
     at.multiselect(key="res_robots").set_value(["arm-1"]).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
@@ -244,10 +251,98 @@ def test_campaigns_create_pause_resume_and_scene_ready(sdash: Dash) -> None:
     assert (c.status, c.priority) == ("pending", 7)
 
 
+def _heartbeats(store: Store, **age_s: float) -> None:
+    """Set arms' last heartbeat to `age_s` seconds ago (arm_1=... for arm-1)."""
+    from orchestrator.store.models import Robot
+
+    with store.write() as s:
+        for arm, age in age_s.items():
+            s.execute(update(Robot).where(Robot.name == arm.replace("_", "-"))
+                      .values(last_heartbeat=datetime.now(UTC) - timedelta(seconds=age)))
+
+
+def test_new_campaign_form_preselects_nothing_and_refuses_without_policy(sdash: Dash) -> None:
+    from dashboard import data
+
+    at = run_app("campaigns")
+    assert at.multiselect(key="new_policies").value == []
+    assert at.selectbox(key="new_protocol").value is None
+    before = len(data.campaigns())
+    at.button[[b.label for b in at.button].index("Create campaign")].click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Choose a protocol" in errors and "Choose at least one policy" in errors
+    at.selectbox(key="new_protocol").set_value("smoke")
+    at.button[[b.label for b in at.button].index("Create campaign")].click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Choose at least one policy" in errors and "protocol" not in errors
+    data.clear_caches()
+    assert len(data.campaigns()) == before  # nothing was created
+    at.multiselect(key="new_policies").set_value([POLICIES[1]])
+    at.button[[b.label for b in at.button].index("Create campaign")].click().run()
+    assert not at.error and "created and queued" in at.success[0].value
+    made = data.campaigns()
+    assert len(made) == before + 1
+    assert next(c for c in made if c.id == max(m.id for m in made)).policies == (POLICIES[1],)
+
+
+def test_cancel_asks_for_confirmation_naming_campaign_and_pending(sdash: Dash) -> None:
+    from dashboard import data
+    from dashboard.visibility import Role, Viewer
+
+    cid = data.create_campaign(name="to-cancel", protocol="smoke", policy_names=list(POLICIES),
+                               trials=1, seed=5, priority=0, viewer=Viewer("ann", Role.STAFF))
+    pending = next(c for c in data.campaigns() if c.id == cid).pending
+    assert pending == 10
+    at = run_app("campaigns")
+    at.button(key=f"cancel_{cid}").click().run()
+    data.clear_caches()
+    assert next(c for c in data.campaigns() if c.id == cid).status == "pending"  # not yet
+    ask = " ".join(w.value for w in at.warning)
+    assert f"Cancel campaign **to-cancel (#{cid})**" in ask
+    assert f"**{pending} pending trials**" in ask
+    assert at.button(key=f"cancel_yes_{cid}").label == f"Yes, cancel to-cancel (#{cid})"
+    at.button(key=f"cancel_no_{cid}").click().run()  # changed my mind
+    data.clear_caches()
+    assert next(c for c in data.campaigns() if c.id == cid).status == "pending"
+    assert not any(b.key == f"cancel_yes_{cid}" for b in at.button)
+    at.button(key=f"cancel_{cid}").click().run()
+    at.button(key=f"cancel_yes_{cid}").click().run()
+    assert any(f"**to-cancel (#{cid})** cancelled" in w.value for w in at.warning)
+    data.clear_caches()
+    c = next(c for c in data.campaigns() if c.id == cid)
+    assert (c.status, c.pending, c.cancelled) == ("cancelled", 0, pending)
+    with sdash.store.read() as s:
+        ev = s.scalar(select(Event).where(Event.kind == "campaign_cancelled",
+                                          Event.campaign_id == cid))
+    assert ev is not None and ev.actor == "ann"
+
+
+def test_fleet_marks_a_silent_arm_stale_and_names_every_estop(sdash: Dash) -> None:
+    from orchestrator.liveness import HEARTBEAT_S, STALE_AFTER_PERIODS
+
+    _heartbeats(sdash.store, arm_1=1, arm_2=HEARTBEAT_S * STALE_AFTER_PERIODS + 60)
+    with sdash.store.write() as s:  # no campaign running: the page does not refresh itself
+        s.execute(update(Campaign).values(status="done"))
+    at = run_app("fleet")
+    shown = at.dataframe[0].value
+    status = dict(zip(shown["arm"], shown["status"], strict=True))
+    assert status == {"arm-1": "online", "arm-2": "STALE (last said busy)"}  # never "busy"
+    assert any("**arm-2**" in w.value and "last said busy" in w.value for w in at.warning)
+    labels = [b.label for b in at.button]
+    assert labels[:3] == ["E-STOP ALL", "E-stop arm-1", "E-stop arm-2"]  # all stops on top
+    assert any("does not refresh" in c.value for c in at.caption)
+    with sdash.store.write() as s:
+        s.execute(update(Campaign).where(Campaign.name == "c-smoke").values(status="running"))
+    st.cache_data.clear()
+    at = run_app("fleet")
+    assert any("Refreshing every 3 s while c-smoke runs" in c.value for c in at.caption)
+
+
 def test_fleet_estop_per_arm_and_all(sdash: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
     from dashboard import live
 
     monkeypatch.setattr(live, "ESTOP_TIMEOUT_MS", 100)  # nothing listens on the sample endpoints
+    _heartbeats(sdash.store, arm_1=0, arm_2=0)
     at = run_app("fleet")
     shown = at.dataframe[0].value
     assert list(shown["arm"]) == ["arm-1", "arm-2"] and "busy" in list(shown["status"])

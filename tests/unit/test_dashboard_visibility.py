@@ -7,11 +7,19 @@ from dataclasses import dataclass
 import pytest
 
 from dashboard.visibility import (
+    STAFF_ONLY,
+    Action,
+    CampaignControls,
     EpisodeView,
+    NotAllowed,
     Role,
     StaffConfig,
+    Viewer,
+    campaign_controls,
     campaign_title,
+    check,
     episode_view,
+    evaluator_aliases,
     has_labelled,
     policy_title,
     redact,
@@ -117,6 +125,59 @@ def test_visible_labels() -> None:
     after = visible_labels(LABELS, episode_view(Role.EVALUATOR, True), "bob")
     assert [(who, lab.evaluator) for who, lab in after] == [
         ("simulator", "sim"), ("another evaluator", "ann"), ("you", "bob")]
+
+
+def test_only_staff_steer_and_everyone_may_stop_an_arm() -> None:
+    assert set(Action) - STAFF_ONLY == {Action.ESTOP}
+    for action in Action:
+        check(Viewer("ann", Role.STAFF), action)  # staff may do everything
+    check(Viewer("eve", Role.EVALUATOR), Action.ESTOP)
+    check(Viewer(None, Role.EVALUATOR), Action.ESTOP)  # safety: not even a name needed
+    for action in STAFF_ONLY:
+        with pytest.raises(NotAllowed, match=f"eve is an evaluator and only staff may "
+                                             f"{action.value}"):
+            check(Viewer("eve", Role.EVALUATOR), action)
+    with pytest.raises(NotAllowed, match="not signed in"):
+        check(Viewer(None, Role.EVALUATOR), Action.PAUSE)
+    assert Viewer(None, Role.EVALUATOR).actor == "dashboard" and Viewer("ann", Role.STAFF).actor == "ann"
+
+
+@pytest.mark.parametrize(
+    ("status", "given_up", "want"),
+    [
+        ("pending", 0, CampaignControls(True, False, None, False, True, True, None)),
+        ("running", 2, CampaignControls(True, False, None, False, True, True, None)),
+        ("paused", 0, CampaignControls(False, True, None, False, True, True, None)),
+        ("done", 0, CampaignControls(False, False, None, False, False, True, None)),
+        ("cancelled", 0, CampaignControls(False, False, None, False, False, True, None)),
+        # incomplete: re-queue instead of Resume (the store refuses to resume it)
+        ("incomplete", 3, CampaignControls(False, False, "Re-queue 3 given-up trials", True,
+                                           True, True, None)),
+        ("incomplete", 1, CampaignControls(False, False, "Re-queue 1 given-up trial", True,
+                                           True, True, None)),
+        ("incomplete", 0, CampaignControls(False, False, None, False, True, True, None)),
+    ],
+)
+def test_campaign_controls_for_staff(status, given_up, want) -> None:
+    assert campaign_controls(Role.STAFF, status, given_up) == want
+
+
+@pytest.mark.parametrize("status", ["pending", "running", "paused", "done", "incomplete"])
+def test_an_evaluator_gets_every_campaign_control_disabled_with_a_reason(status) -> None:
+    ctl = campaign_controls(Role.EVALUATOR, status, 2)
+    assert not (ctl.pause or ctl.resume or ctl.requeue_enabled or ctl.cancel or ctl.priority)
+    assert ctl.why and "Staff only" in ctl.why
+    assert (ctl.requeue is not None) == (status == "incomplete")  # shown, disabled
+
+
+def test_evaluator_aliases() -> None:
+    names = ["ann", "bob", "cyd", "ann", "eve"]
+    assert evaluator_aliases(names, Role.STAFF, "ann") == {n: n for n in names}
+    assert evaluator_aliases(names, Role.EVALUATOR, "cyd") == {
+        "ann": "evaluator 1", "bob": "evaluator 2", "cyd": "you", "eve": "evaluator 3"}
+    assert evaluator_aliases(names, Role.EVALUATOR, None) == {
+        "ann": "evaluator 1", "bob": "evaluator 2", "cyd": "evaluator 3", "eve": "evaluator 4"}
+    assert evaluator_aliases([], Role.EVALUATOR, "eve") == {}
 
 
 def test_the_rule_is_pure() -> None:
