@@ -38,7 +38,7 @@ def demo_command(
     from orchestrator.store.campaigns import PolicySpec, create_campaign, register_policy
     from policies.registration import PolicyChangeRefused
     from protocols.loader import ProtocolError, load_protocol, resolve_protocol_path
-    from protocols.report import render_table
+    from protocols.report import render_accounts_table, render_table
 
     t0 = time.monotonic()
     try:
@@ -60,7 +60,7 @@ def demo_command(
                 cid = c.id
         except PolicyChangeRefused as e:  # the store has its own policy under a demo name
             fail(f"demo: {e}")
-            n_trials = len(loaded.protocol.tasks) * trials * len(DEMO_POLICIES)
+        n_trials = len(loaded.protocol.tasks) * trials * len(DEMO_POLICIES)
         console.print(f"store: {store.url}\ncampaign [bold]{name}[/bold]: {n_trials} trials "
                       f"({loaded.protocol.name}, {len(loaded.protocol.tasks)} tasks x "
                       f"{len(DEMO_POLICIES)} policies x {trials}) on {arms} simulated arms")
@@ -72,6 +72,8 @@ def demo_command(
             fail(str(e))
         report = build_report_for_ids(store, [cid], title=name)
     console.print(render_table(report))
+    if report.campaigns:
+        console.print(render_accounts_table(report))
     rate = stats.steps / dt if dt else 0.0
     console.print(
         f"{stats.recorded} episodes ({stats.steps} steps, {stats.late_steps} late) in {dt:.0f} s "
