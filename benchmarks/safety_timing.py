@@ -36,10 +36,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator.simfleet import SimFleet  # noqa: E402
-from robots.client import BridgeClient  # noqa: E402
-from robots.types import Action, SceneSpec  # noqa: E402
-from tests.integration.fakes import BridgeProcess, wait_for  # noqa: E402
+from orchestrator.simfleet import SimFleet
+from robots.client import BridgeClient
+from robots.types import Action, SceneSpec
+from tests.integration.fakes import BridgeProcess, wait_for
 
 WATCHDOG_MS = 300
 CONTROL_PERIOD_MS = 200  # the fake driver's 5 Hz
