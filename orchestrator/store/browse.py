@@ -27,7 +27,6 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
-from orchestrator.store.queries import OutcomeCount
 
 SETUP_REQUIRED, SETUP_CONFIRMED, ESTOP_REQUESTED = (
     "operator_setup_required", "operator_confirmed", "estop_requested")
@@ -346,7 +345,7 @@ class FilterOptions:
 def _episode_scope(stmt: Select, campaign_ids: Sequence[int], robots: Sequence[str] | None,
                    stations: Sequence[str] | None, since: datetime | None,
                    until: datetime | None) -> Select:
-    """The same episode filters as queries.outcome_counts (counted episodes of the campaigns)."""
+    """The report's episode filters (counted episodes of the campaigns; queries._outcome_filters)."""
     stmt = stmt.where(Episode.counted, Trial.campaign_id.in_(list(campaign_ids)))
     if robots:
         stmt = stmt.where(Robot.name.in_(list(robots)))
@@ -372,28 +371,6 @@ def filter_options(s: Session, campaign_ids: Sequence[int]) -> FilterOptions:
         .where(Trial.campaign_id.in_(ids), Episode.counted)).one()
     return FilterOptions(tuple(sorted({r[0] for r in robots})), tuple(sorted({r[1] for r in robots})),
                          tuple(sorted(evaluators)), first, last)
-
-
-def evaluator_outcome_counts(
-    s: Session, campaign_ids: Sequence[int], evaluator: str, *,
-    robots: Sequence[str] | None = None, stations: Sequence[str] | None = None,
-    since: datetime | None = None, until: datetime | None = None,
-) -> list[OutcomeCount]:
-    """Like queries.outcome_counts, but each episode's outcome is this evaluator's own label
-    (episodes they did not label are left out)."""
-    outcome = case((Label.success, "success"), else_="failure")
-    stmt = (
-        select(Policy.name, CampaignPolicy.blind_code, Task.category, Task.difficulty, outcome,
-               func.count())
-        .select_from(Episode).join(Trial, Trial.id == Episode.trial_id)
-        .join(CampaignPolicy, CampaignPolicy.id == Trial.campaign_policy_id)
-        .join(Policy, Policy.id == CampaignPolicy.policy_id).join(Task, Task.id == Trial.task_id)
-        .outerjoin(Robot, Robot.id == Episode.robot_id)
-        .join(Label, (Label.episode_id == Episode.id) & (Label.source == "human")
-              & (Label.evaluator == evaluator))
-        .group_by(Policy.name, CampaignPolicy.blind_code, Task.category, Task.difficulty, outcome))
-    stmt = _episode_scope(stmt, campaign_ids, robots, stations, since, until)
-    return [OutcomeCount(p, c, cat, d, o, "human", int(n)) for p, c, cat, d, o, n in s.execute(stmt)]
 
 
 @dataclass(frozen=True)

@@ -112,19 +112,6 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
     return out
 
 
-@dataclass(frozen=True)
-class OutcomeCount:
-    """How many counted episodes of one policy and category ended with one outcome."""
-
-    policy: str
-    blind_code: str
-    category: str
-    difficulty: str | None
-    outcome: str
-    outcome_source: str | None
-    n: int
-
-
 def _outcome_filters(
     campaign_ids: Sequence[int],
     robots: Sequence[str] | None,
@@ -147,35 +134,6 @@ def _outcome_filters(
         where.append("ended_at < :until")
         params["until"] = until
     return " AND ".join(where), params
-
-
-def outcome_counts(
-    s: Session,
-    campaign_ids: Sequence[int],
-    *,
-    robots: Sequence[str] | None = None,
-    stations: Sequence[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> list[OutcomeCount]:
-    """Outcome counts per policy, category, difficulty and source: the report's input.
-
-    Aggregated in SQL (one row per cell and outcome), so a 100k-episode report moves ~100
-    rows to Python instead of 100k.
-    """
-    if not campaign_ids:
-        return []
-    where, params = _outcome_filters(campaign_ids, robots, stations, since, until)
-    if s.get_bind().dialect.name == "postgresql":
-        # The planner cannot estimate the few groups of the CASE outcome and plans a sort
-        # that spills at the default 4 MB; with room it hash-aggregates in memory.
-        s.execute(text("SET LOCAL work_mem = '32MB'"))
-    sql = (
-        "SELECT policy, blind_code, category, difficulty, outcome, outcome_source, COUNT(*) "
-        f"FROM v_episode_outcomes WHERE {where} "
-        "GROUP BY policy, blind_code, category, difficulty, outcome, outcome_source"
-    )
-    return [OutcomeCount(*row) for row in s.execute(text(sql), params)]
 
 
 def episode_outcomes(
