@@ -11,21 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robots.spaces import EE_STATE, ActionSpec, ArmCommand, ArmSpaces, CameraSpec, SpaceKind, StateSpec, ee_delta_spec
 from robots.types import Action, ActionSpace, SceneSpec, Workspace
+
+__all__ = ["ActionSpec", "ArmCommand", "CameraSpec", "Capabilities", "DriverObservation", "NotReady",
+           "ResetResult", "RobotDriver", "StateSpec"]
 
 
 class NotReady(RuntimeError):
     """observe() has nothing to show yet (a simulator before its first reset). Not a fault:
     the bridge's idle live stream skips quietly; a client's observe request still gets the
     error."""
-
-
-@dataclass(frozen=True)
-class CameraSpec:
-    name: str
-    height: int
-    width: int
-    encoding: str = "raw"  # raw | jpeg (what the bridge sends by default)
 
 
 @dataclass(frozen=True)
@@ -37,6 +33,21 @@ class Capabilities:
     needs_operator_reset: bool = False  # real arms: a person sets the scene up
     privileged_state: bool = False  # sim only: ground-truth state for the scripted oracle
     tags: tuple[str, ...] = ()  # capabilities a protocol can require (e.g. "drawer")
+    # Declared spaces (protocol v2). `action` None: RT-2's ee_delta space with the limits and
+    # rate of `action_space` (a version-1 arm). `state`: the named fields of `proprio`.
+    action: ActionSpec | None = None
+    state: StateSpec = EE_STATE
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return self.action if self.action is not None else ee_delta_spec(self.action_space)
+
+    @property
+    def control_hz(self) -> float:
+        return self.action_spec.control_hz
+
+    def spaces(self) -> ArmSpaces:
+        return ArmSpaces(self.action_spec, self.cameras, self.state)
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class ResetResult:
 @dataclass(frozen=True)
 class DriverObservation:
     frames: dict[str, np.ndarray]  # camera name -> HxWx3 uint8 RGB
-    proprio: tuple[float, ...]  # ee x y z roll pitch yaw, gripper
+    proprio: tuple[float, ...]  # the state vector, in the order of Capabilities.state
     sim_success: bool | None = None
     info: dict = field(default_factory=dict)
 
@@ -70,7 +81,16 @@ class RobotDriver(ABC):
 
     @abstractmethod
     def apply(self, action: Action) -> None:
-        """Execute one already-clipped, finite action."""
+        """Execute one already-clipped, finite RT-2 (ee_delta) action."""
+
+    def apply_command(self, command: ArmCommand) -> None:
+        """Execute one already-clipped, finite command in the declared action space. The
+        bridge calls this; the default serves ee_delta drivers through `apply`. A driver that
+        declares another space overrides it."""
+        if self.capabilities().action_spec.kind is not SpaceKind.EE_DELTA:
+            raise NotImplementedError(f"{type(self).__name__} declares a non-ee_delta space: "
+                                      "override apply_command")
+        self.apply(Action.from_continuous(command.values, terminate=command.terminate))
 
     @abstractmethod
     def hold(self) -> None:
