@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.spaces import EE_STATE, ActionSpec, ArmCommand, ArmSpaces, CameraSpec, SpaceKind, StateSpec, ee_delta_spec
+from robots.spaces import (
+    EE_STATE,
+    ActionSpec,
+    ArmCommand,
+    ArmSpaces,
+    CameraSpec,
+    SpaceKind,
+    StateSpec,
+    ee_delta_spec,
+)
 from robots.types import Action, ActionSpace, SceneSpec, Workspace
 
 __all__ = ["ActionSpec", "ArmCommand", "CameraSpec", "Capabilities", "DriverObservation", "NotReady",
