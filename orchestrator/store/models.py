@@ -26,6 +26,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orchestrator.store.states import (
+    CampaignStatus,
+    EpisodeStatus,
+    RobotStatus,
+    TrialStatus,
+    check_values,
+)
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -54,7 +62,7 @@ class Robot(Base):
     endpoint: Mapped[str] = mapped_column(String(300))
     station: Mapped[str] = mapped_column(String(100), default="default")
     capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="unknown")  # online|offline|busy|estopped
+    status: Mapped[str] = mapped_column(String(20), default=RobotStatus.UNKNOWN)  # RobotStatus
     last_heartbeat: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     # the orchestrator driving this arm (one at a time), until its lease runs out
@@ -107,15 +115,12 @@ class Task(Base):
 class Campaign(Base):
     __tablename__ = "campaigns"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending','running','paused','done','incomplete','cancelled')",
-            name="status",
-        ),
+        CheckConstraint(check_values(CampaignStatus), name="status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     protocol_id: Mapped[int] = mapped_column(ForeignKey("protocols.id"))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.PENDING)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     seed: Mapped[int] = mapped_column(BigInteger)
     trials_per_task: Mapped[int] = mapped_column(Integer)
@@ -145,11 +150,10 @@ class Trial(Base):
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("campaign_id", "task_id", "campaign_policy_id", "trial_index"),
-        CheckConstraint(
-            "status IN ('pending','leased','done','given_up','cancelled')", name="status"
-        ),
+        CheckConstraint(check_values(TrialStatus), name="status"),
         Index("ix_trials_queue", "status", "campaign_id", "plan_order"),
         Index("ix_trials_lease_expires_at", "lease_expires_at"),
+        Index("ix_trials_blocks", "campaign_id", "task_id", "trial_index", "campaign_policy_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
@@ -158,7 +162,7 @@ class Trial(Base):
     trial_index: Mapped[int] = mapped_column(Integer)
     scene_seed: Mapped[int] = mapped_column(BigInteger)
     plan_order: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=TrialStatus.PENDING)
     lease_holder: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -171,9 +175,7 @@ class Episode(Base):
 
     __tablename__ = "episodes"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('running','recorded','aborted')", name="status"
-        ),
+        CheckConstraint(check_values(EpisodeStatus), name="status"),
         # A trial can never have two counted episodes (partial unique index, SQLite and PostgreSQL).
         Index(
             "uq_episodes_counted_trial",
@@ -189,7 +191,7 @@ class Episode(Base):
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     robot_id: Mapped[int | None] = mapped_column(ForeignKey("robots.id"))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=EpisodeStatus.RUNNING)
     abort_reason: Mapped[str | None] = mapped_column(Text)
     abort_cause: Mapped[str | None] = mapped_column(String(30))  # orchestrator.faults.AbortCause
     counted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -197,7 +199,7 @@ class Episode(Base):
     ended_at: Mapped[datetime | None] = mapped_column(TS)
     step_count: Mapped[int] = mapped_column(Integer, default=0)
     late_steps: Mapped[int] = mapped_column(Integer, default=0)
-    terminated_by: Mapped[str | None] = mapped_column(String(30))  # terminate|success|max_steps|timeout
+    terminated_by: Mapped[str | None] = mapped_column(String(30))  # TerminationReason
     policy_checksum: Mapped[str | None] = mapped_column(String(80))
     media: Mapped[list[Any]] = mapped_column(default=list)  # [{camera, uri, sha256, bytes, frames}]
 
@@ -209,13 +211,15 @@ class Step(Base):
     )
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     terminate: Mapped[bool] = mapped_column(Boolean, default=False)
-    dx: Mapped[float] = mapped_column(Float)
-    dy: Mapped[float] = mapped_column(Float)
-    dz: Mapped[float] = mapped_column(Float)
-    droll: Mapped[float] = mapped_column(Float)
-    dpitch: Mapped[float] = mapped_column(Float)
-    dyaw: Mapped[float] = mapped_column(Float)
-    gripper: Mapped[float] = mapped_column(Float)
+    # RT-2's ee_delta columns: the applied action when the space is ee_delta[7], NULL for
+    # any other space (migration 0008; `action` holds every space's full vector)
+    dx: Mapped[float | None] = mapped_column(Float)
+    dy: Mapped[float | None] = mapped_column(Float)
+    dz: Mapped[float | None] = mapped_column(Float)
+    droll: Mapped[float | None] = mapped_column(Float)
+    dpitch: Mapped[float | None] = mapped_column(Float)
+    dyaw: Mapped[float | None] = mapped_column(Float)
+    gripper: Mapped[float | None] = mapped_column(Float)
     tokens: Mapped[str | None] = mapped_column(String(100))  # RT-2 text form "1 128 91 ..."
     proprio: Mapped[list[Any]] = mapped_column(default=list)
     obs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -229,6 +233,12 @@ class Step(Base):
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     clipped: Mapped[bool] = mapped_column(Boolean, default=False)
     plan: Mapped[str | None] = mapped_column(Text)
+    # migration 0008 (action chunks, declared spaces)
+    action: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))  # applied values
+    action_space: Mapped[str] = mapped_column(String(40), server_default=text("'ee_delta[7]'"))
+    chunk_id: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    chunk_index: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    chunk_age_ms: Mapped[float] = mapped_column(Float, server_default=text("0"))
 
 
 class Label(Base):

@@ -18,6 +18,7 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
+from orchestrator.store.states import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,10 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
                 select(
                     Trial.campaign_id,
                     func.count(),
-                    func.sum(case((Trial.status == "done", 1), else_=0)),
-                    func.sum(case((Trial.status == "pending", 1), else_=0)),
-                    func.sum(case((Trial.status == "leased", 1), else_=0)),
-                    func.sum(case((Trial.status == "cancelled", 1), else_=0)),
+                    func.sum(case((Trial.status == TrialStatus.DONE, 1), else_=0)),
+                    func.sum(case((Trial.status == TrialStatus.PENDING, 1), else_=0)),
+                    func.sum(case((Trial.status == TrialStatus.LEASED, 1), else_=0)),
+                    func.sum(case((Trial.status == TrialStatus.CANCELLED, 1), else_=0)),
                 ).group_by(Trial.campaign_id)
             )
     }
@@ -163,11 +164,11 @@ def progress_by_category(s: Session, campaign_id: int) -> list[tuple[str, str | 
         select(
             Task.category,
             Task.difficulty,
-            func.sum(case((Trial.status == "done", 1), else_=0)),
+            func.sum(case((Trial.status == TrialStatus.DONE, 1), else_=0)),
             func.count(),
         )
         .join(Task, Task.id == Trial.task_id)
-        .where(Trial.campaign_id == campaign_id, Trial.status != "cancelled")
+        .where(Trial.campaign_id == campaign_id, Trial.status != TrialStatus.CANCELLED)
         .group_by(Task.category, Task.difficulty)
     )
     return [(r[0], r[1], int(r[2] or 0), int(r[3])) for r in rows]
@@ -207,22 +208,6 @@ class BlockPatternCount:
     n: int
 
 
-_EVALUATOR_OUTCOMES = """
-SELECT t.campaign_id AS campaign_id, t.id AS trial_id, tk.key AS task_key,
-       tk.category AS category, tk.difficulty AS difficulty,
-       CASE WHEN l.id IS NULL THEN 'unlabeled' WHEN l.success THEN 'success'
-            ELSE 'failure' END AS outcome,
-       CASE WHEN l.id IS NULL THEN NULL ELSE 'human' END AS outcome_source,
-       r.name AS robot, r.station AS station, e.ended_at AS ended_at
-FROM episodes e
-JOIN trials t ON t.id = e.trial_id
-JOIN tasks tk ON tk.id = t.task_id
-LEFT JOIN robots r ON r.id = e.robot_id
-LEFT JOIN labels l ON l.episode_id = e.id AND l.source = 'human' AND l.evaluator = :evaluator
-WHERE e.counted
-"""
-
-
 def block_pattern_counts(
     s: Session,
     campaign_ids: Sequence[int],
@@ -237,45 +222,99 @@ def block_pattern_counts(
     """The report's input, aggregated in SQL: one row per campaign, task and block pattern
     (a few hundred rows for 100k episodes).
 
-    Outcomes are v_episode_outcomes' (human overrides sim, majority, ties disputed); with
+    Outcomes are v_episode_outcomes' (human overrides sim, majority, ties disputed; the same
+    CASE, checked against the view in tests/integration/test_report_campaigns.py); with
     `source`, only outcomes decided by that source; with `evaluator`, that evaluator's own
     human label decides and episodes they did not label are 'unlabeled'.
+
+    Written against the tables, not the view: the labels are aggregated first (one streaming
+    pass in index order), the campaign's trials are read in ix_trials_blocks order, so the
+    blocks group without a sort (benchmarks/store.py: 100k episodes in BENCHMARKS.md).
     """
     if not campaign_ids:
         return []
-    where, params = _outcome_filters(campaign_ids, robots, stations, since, until)
-    if source is not None:
-        where += " AND outcome_source = :source"
-        params["source"] = source
-    origin = "v_episode_outcomes"
+    ids = ",".join(str(int(c)) for c in campaign_ids)
+    where = [f"t.campaign_id IN ({ids})", "e.counted"]
+    params: dict[str, object] = {}
+    if robots:
+        where.append("r.name IN (" + ",".join(f":r{i}" for i in range(len(robots))) + ")")
+        params.update({f"r{i}": r for i, r in enumerate(robots)})
+    if stations:
+        where.append("r.station IN (" + ",".join(f":s{i}" for i in range(len(stations))) + ")")
+        params.update({f"s{i}": st for i, st in enumerate(stations)})
+    if since is not None:
+        where.append("e.ended_at >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("e.ended_at < :until")
+        params["until"] = until
     if evaluator is not None:
-        origin = f"({_EVALUATOR_OUTCOMES})"
+        votes = _EVALUATOR_VOTES
         params["evaluator"] = evaluator
+    else:
+        votes = _ALL_VOTES
+    outer = ""
+    if source is not None:
+        outer = "WHERE outcome_source = :source"
+        params["source"] = source
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SET LOCAL work_mem = '32MB'"))  # hash-aggregate in memory (see above)
-    bit = "(1 << cp.position)"
     sql = f"""
-SELECT campaign_id, task_key, category, difficulty, present, success, failure, disputed,
-       COUNT(*)
-FROM (
-    SELECT o.campaign_id AS campaign_id, o.task_key AS task_key, o.category AS category,
-           o.difficulty AS difficulty,
-           SUM({bit}) AS present,
-           SUM(CASE WHEN o.outcome = 'success' THEN {bit} ELSE 0 END) AS success,
-           SUM(CASE WHEN o.outcome = 'failure' THEN {bit} ELSE 0 END) AS failure,
-           SUM(CASE WHEN o.outcome = 'disputed' THEN {bit} ELSE 0 END) AS disputed
-    FROM (SELECT campaign_id, trial_id, task_key, category, difficulty, outcome
-          FROM {origin} src WHERE {where}) o
-    JOIN trials t ON t.id = o.trial_id
+WITH v AS ({votes}),
+o AS (
+    SELECT t.campaign_id AS campaign_id, t.task_id AS task_id, t.trial_index AS trial_index,
+           (1 << cp.position) AS bit,
+           CASE WHEN COALESCE(v.hy, 0) + COALESCE(v.hn, 0) > 0 THEN
+                    CASE WHEN v.hy > v.hn THEN 'success' WHEN v.hn > v.hy THEN 'failure'
+                         ELSE 'disputed' END
+                WHEN COALESCE(v.sy, 0) + COALESCE(v.sn, 0) > 0 THEN
+                    CASE WHEN v.sy > v.sn THEN 'success' WHEN v.sn > v.sy THEN 'failure'
+                         ELSE 'disputed' END
+                ELSE 'unlabeled' END AS outcome,
+           CASE WHEN COALESCE(v.hy, 0) + COALESCE(v.hn, 0) > 0 THEN 'human'
+                WHEN COALESCE(v.sy, 0) + COALESCE(v.sn, 0) > 0 THEN 'sim' END AS outcome_source
+    FROM trials t
+    JOIN episodes e ON e.trial_id = t.id
     JOIN campaign_policies cp ON cp.id = t.campaign_policy_id
-    GROUP BY o.campaign_id, o.task_key, o.category, o.difficulty, t.trial_index
-) b
-GROUP BY campaign_id, task_key, category, difficulty, present, success, failure, disputed
+    LEFT JOIN robots r ON r.id = e.robot_id
+    LEFT JOIN v ON v.episode_id = e.id
+    WHERE {" AND ".join(where)}
+),
+b AS (
+    SELECT campaign_id, task_id, SUM(bit) AS present,
+           SUM(CASE WHEN outcome = 'success' THEN bit ELSE 0 END) AS success,
+           SUM(CASE WHEN outcome = 'failure' THEN bit ELSE 0 END) AS failure,
+           SUM(CASE WHEN outcome = 'disputed' THEN bit ELSE 0 END) AS disputed
+    FROM o {outer}
+    GROUP BY campaign_id, task_id, trial_index
+)
+SELECT b.campaign_id, tk.key, tk.category, tk.difficulty, b.present, b.success, b.failure,
+       b.disputed, COUNT(*)
+FROM b JOIN tasks tk ON tk.id = b.task_id
+GROUP BY b.campaign_id, tk.key, tk.category, tk.difficulty, b.present, b.success, b.failure,
+         b.disputed
 """
     return [
         BlockPatternCount(int(c), k, cat, d, int(p), int(su), int(fa), int(di), int(n))
         for c, k, cat, d, p, su, fa, di, n in s.execute(text(sql), params)
     ]
+
+
+#: Votes per episode, as v_episode_outcomes counts them (every label).
+_ALL_VOTES = """
+SELECT episode_id,
+       SUM(CASE WHEN source = 'human' AND success THEN 1 ELSE 0 END) AS hy,
+       SUM(CASE WHEN source = 'human' AND NOT success THEN 1 ELSE 0 END) AS hn,
+       SUM(CASE WHEN source = 'sim' AND success THEN 1 ELSE 0 END) AS sy,
+       SUM(CASE WHEN source = 'sim' AND NOT success THEN 1 ELSE 0 END) AS sn
+FROM labels GROUP BY episode_id"""
+
+#: One evaluator's own human label decides (no sim fallback).
+_EVALUATOR_VOTES = """
+SELECT episode_id,
+       CASE WHEN success THEN 1 ELSE 0 END AS hy, CASE WHEN success THEN 0 ELSE 1 END AS hn,
+       0 AS sy, 0 AS sn
+FROM labels WHERE source = 'human' AND evaluator = :evaluator"""
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,44 @@ def test_results_page_shows_all_three_campaigns(three, tmp_path, monkeypatch) ->
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+def _blocks_from_view(store: Store, ids: list[int], where: str = "",
+                      params: dict | None = None) -> list[tuple]:
+    """block_pattern_counts recomputed in Python from the analyst view v_episode_outcomes."""
+    sql = ("SELECT o.campaign_id, o.task_key, o.category, o.difficulty, t.trial_index, "
+           "cp.position, o.outcome FROM v_episode_outcomes o JOIN trials t ON t.id = o.trial_id "
+           "JOIN campaign_policies cp ON cp.id = t.campaign_policy_id WHERE o.campaign_id IN ("
+           + ",".join(map(str, ids)) + ")" + where)
+    blocks: dict[tuple, list[int]] = {}
+    with store.read() as s:
+        for c, key, cat, diff, index, pos, outcome in s.execute(text(sql), params or {}):
+            b = blocks.setdefault((c, key, cat, diff, index), [0, 0, 0, 0])
+            b[0] += 1 << pos
+            for i, name in ((1, "success"), (2, "failure"), (3, "disputed")):
+                if outcome == name:
+                    b[i] += 1 << pos
+    patterns: dict[tuple, int] = {}
+    for (c, key, cat, diff, _), b in blocks.items():
+        k = (c, key, cat, diff, *b)
+        patterns[k] = patterns.get(k, 0) + 1
+    return sorted((*k, n) for k, n in patterns.items())
+
+
+def test_block_patterns_equal_the_analyst_view(three) -> None:
+    """The report's SQL (written against the tables for speed) decides every episode's
+    outcome exactly as v_episode_outcomes does, with and without filters."""
+    from orchestrator.store.queries import block_pattern_counts
+
+    store, ids = three
+
+    def blocks(**kw) -> list[tuple]:  # type: ignore[no-untyped-def]
+        with store.read() as s:
+            return sorted(tuple(b.__dict__.values()) for b in block_pattern_counts(s, ids, **kw))
+
+    assert blocks() == _blocks_from_view(store, ids)
+    assert blocks(source="human") == _blocks_from_view(
+        store, ids, " AND o.outcome_source = :src", {"src": "human"})
+    assert blocks(source="sim") == _blocks_from_view(
+        store, ids, " AND o.outcome_source = :src", {"src": "sim"})
+    assert blocks() != blocks(source="sim")
