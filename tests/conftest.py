@@ -100,3 +100,13 @@ def sqlite_store(tmp_path: Path):  # type: ignore[no-untyped-def]
     s = Store(engine)
     yield s
     s.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The local Ray that tests/integration/fleet_support.ray_local hands from module to
+    module ends with the session."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

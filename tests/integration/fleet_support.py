@@ -1,7 +1,8 @@
 """Helpers for the fleet tests (tests/integration/test_fleet_*.py, tests/e2e/test_demo.py).
 
 - a short protocol (tests/data/fleet_fast.yaml: 10 steps at 10 Hz) and campaigns on it;
-- a module-scoped local Ray, always a fresh instance (never one found on the machine);
+- a local Ray started by the tests (never one found on the machine), reused across modules
+  while each module leaves it clean;
 - the invariants every fault test checks: each planned trial has exactly one counted episode,
   aborted attempts keep their reason, every media file has its row and checksum and no row
   points at a missing file.
@@ -62,21 +63,45 @@ def fast_fleet(fleet: Any, *, timeout_ms: int = 500, lease_s: float = 30.0,
     return cfg.model_copy(update={"arms": arms, "lease_s": lease_s})
 
 
+#: The local Ray that ray_local started (its GCS address), reused by the next test module.
+_OURS: dict[str, str] = {}
+
+
+def _ours_and_clean(ray: Any) -> bool:
+    """Ray is up, it is the instance ray_local started, and nothing holds a CPU (no actor
+    left behind by the previous module): safe to hand to the next module."""
+    if not ray.is_initialized():
+        return False
+    try:
+        if ray.get_runtime_context().gcs_address != _OURS.get("gcs"):
+            return False
+        total = ray.cluster_resources().get("CPU", 0.0)
+        return total > 0 and ray.available_resources().get("CPU", 0.0) >= total
+    except Exception:  # noqa: BLE001 - any doubt: start a fresh one
+        return False
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A fresh local Ray for one test module (address="local": never join a cluster that
-    something else on this machine started), with the station resources the tests use."""
+    """A local Ray for the test module (address="local": never join a cluster that something
+    else on this machine started), with the station resources the tests use. Started once
+    and handed from module to module while each leaves it clean (every CPU free: no actor
+    left behind); otherwise shut down and started fresh. tests/conftest.py shuts it down at
+    the end of the session."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             resources={f"station:{s}": 100.0 for s in STATIONS})
+    if not _ours_and_clean(ray):
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 resources={f"station:{s}": 100.0 for s in STATIONS})
+        _OURS["gcs"] = ray.get_runtime_context().gcs_address
     try:
         yield
     finally:
-        ray.shutdown()
+        if not _ours_and_clean(ray):
+            ray.shutdown()
 
 
 @contextmanager
