@@ -118,10 +118,11 @@ def round_trip(size: str, steps: int, blocks: int, workdir: Path) -> dict:
         for _ in range(200):
             c.act(Action())
         # the bare server replies with a header as long as the bridge's act reply header
-        probe = c.request("act", {"action": [0.0] * 7 + [1.0], "seq": 10**9, "sent_wall_ns": 0, "episode_id": "bench"})
+        zero = (0.0,) * 6 + (1.0,)  # in the negotiated protocol version (v2 with this bridge)
+        probe = c.request("act", P.act_request_fields(c.version, zero, False, 10**9, 0, "bench"))
         reply_header = len(P.encode_reply(probe)[0])
-        act_req = P.encode_request(P.Request("act", 1, {"action": [0.0] * 7 + [1.0], "seq": 1,
-                                                         "sent_wall_ns": time.time_ns(), "episode_id": "bench"}))[0]
+        act_req = P.encode_request(P.Request("act", 1, P.act_request_fields(
+            c.version, zero, False, 1, time.time_ns(), "bench"), c.version))[0]
         c._seq = iter(range(10**9 + 1, 10**12))
         # two bare servers: zero-copy send and copying send; the faster one is the baseline
         bares = {mode: BareProcess(size, reply_header, copy=mode == "copy") for mode in ("zero_copy", "copy")}

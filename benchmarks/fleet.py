@@ -1,9 +1,11 @@
 """Fleet benchmark: N simulated arms sharing one policy worker, at a fixed control rate.
 
     .venv/bin/python benchmarks/fleet.py --repeat 2 --seconds 20 --phases spread,aligned \
-        --serve-extra /tmp/serve_extra      # what benchmarks/results/fleet.json holds (~21 min)
+        --serve-extra /tmp/serve_extra      # what benchmarks/results/fleet.json holds (~25 min)
     .venv/bin/python benchmarks/fleet.py --quick           # 5 s runs, no campaign
     .venv/bin/python benchmarks/fleet.py --only fleet --arms 16 --seconds 30
+    .venv/bin/python benchmarks/fleet.py --only chunked --arms 16 --seconds 20 --repeat 2
+        # issue 10's chunked case, before/after in one run -> results/fleet_chunked.json
 
 Ray Serve is not a project dependency; for the `serving` section put its extras in a side
 dir: `pip install --target /tmp/serve_extra "grpcio>=1.42" "fastapi>=0.133" uvicorn starlette
@@ -32,6 +34,14 @@ Sections (each in the same run, so they see the same machine load):
    Phases (`--phases`): `spread` (the runner's default: arm i of N steps at i/N of the
    period), `aligned` (every arm on the same slot: a CPU stress test), `none` (arms start when
    launched, as before phases existed).
+2c. `chunked`: N arms (the largest of `--arms`) at 15 Hz, recording on, arms spread, running
+   the `chunked` test policy (H=16 x 7 ee_delta rows, execute 8, the next chunk queried in
+   the background while the current one executes; `--chunk-*` options) and, in the same run
+   on the same arms, a single-step policy (`random`: one policy query per step, the path
+   every step took before action chunks). Per case: missed steps, step overhead p50/p99, and
+   the orchestrator's CPU per arm-step (RobotActors + policy worker + Ray: raylet, GCS, other
+   Ray workers; bridges and this driver excluded), before vs after. Targets at 16 arms: < 1 %
+   missed, overhead p99 <= 20 ms, orchestrator CPU <= 2 ms per arm-step.
 2b. `serving`: the policy call alone, 16 callers at 5 Hz with a 256x256 frame: the previous
    design (Ray actor call, async batching), the ZeroMQ data plane, and Ray Serve
    (`@serve.batch`), aligned and spread.
@@ -57,7 +67,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -97,7 +107,7 @@ class CpuMeter:
         idle = vals[3] + vals[4]
         return sum(vals), idle
 
-    def __enter__(self) -> CpuMeter:
+    def __enter__(self) -> Self:
         self.t0, self.i0 = self._read()
         self.load0 = os.getloadavg()
         return self
@@ -156,7 +166,7 @@ class ProcCpu:
                 return role
         return "other_ray"
 
-    def __enter__(self) -> ProcCpu:
+    def __enter__(self) -> Self:
         self.a = self.snapshot()
         return self
 
@@ -326,7 +336,15 @@ def summarize_arm(timing: dict[str, list[float]], walls: list[int], hz: float) -
 
 def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode: str,
                    media_dir: str, phases: str = "spread",
-                   batch_wait_ms: float = 2.0) -> dict[str, Any]:
+                   batch_wait_ms: float = 2.0, policy: dict[str, Any] | None = None,
+                   idle_s: float = 0.0) -> dict[str, Any]:
+    """One scenario; `policy`: the PolicyWorker's config (evalfleet modes; default `random`,
+    a single-step policy: one query per step). `idle_s` > 0: also measure, after the warm-up,
+    the CPU the same processes use while no episode runs (Ray's own per-process baseline)."""
+    from orchestrator.episode import EpisodeSpec
+    from policies.base import Chunking
+
+    policy = policy or RANDOM
     names = fleet.arm_names()[:n_arms]
     steps = max(5, round(seconds * hz))
     warm_steps = max(3, int(hz))
@@ -344,33 +362,47 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
     else:
         record = mode == "record"
         worker = PolicyWorker.options(num_cpus=0.5, max_concurrency=1000).remote(
-            RANDOM, 32, batch_wait_ms)
+            policy, 32, batch_wait_ms)
+        # as the runner does: the policy's chunking from its metadata (None: one query per step)
+        chunking = Chunking.from_dict(ray.get(worker.metadata.remote()).get("chunking"))
         arms = [RobotActor.options(resources={station_resource("default"): 0.001}).remote(
             arm_config(fleet, nm), media_dir) for nm in names]
         ray.get([a.hello.remote() for a in arms])
 
-        def episode(eid0: int, k: int) -> list[dict[str, Any]]:
+        def episode(eid0: int, k: int) -> list[Any]:
             ray.get([a.prepare.remote(SCENE, f"ep-{eid0 + i}") for i, a in enumerate(arms)])
-            specs = [{"episode_id": eid0 + i, "campaign": "bench", "instruction": SCENE["instruction"],
-                      "max_steps": k, "control_hz": hz, "needs_privileged": False,
-                      "timeout_s": k / hz * 3 + 30, "record": record}
-                     | ({} if phases == "none" else  # none: as the code before phases existed
-                        {"phase": 0.0 if phases == "aligned" else i / len(arms)})
-                     for i in range(len(arms))]
+            specs = [EpisodeSpec(
+                episode_id=eid0 + i, campaign="bench", instruction=SCENE["instruction"],
+                max_steps=k, control_hz=hz, needs_privileged=False, timeout_s=k / hz * 3 + 30,
+                record=record, chunking=chunking,
+                # none: arms start when launched, as the code before phases existed
+                phase=None if phases == "none" else 0.0 if phases == "aligned" else i / len(arms))
+                for i in range(len(arms))]
             outs = ray.get([a.run_episode.remote(s, worker) for a, s in zip(arms, specs)],
                            timeout=k / hz * 5 + 60)
             for o in outs:
-                if o["status"] != "recorded":
-                    raise RuntimeError(f"episode aborted: {o['reason']}")
+                if o.status != "recorded":
+                    raise RuntimeError(f"episode aborted: {o.reason}")
+                if len(o.steps) != k:
+                    raise RuntimeError(f"episode ended after {len(o.steps)} of {k} steps "
+                                       f"({o.terminated_by}): the figures would be short")
             return outs
 
         episode(1000, warm_steps)
+        idle: dict[str, float] | None = None
+        if idle_s > 0:
+            time.sleep(0.5)
+            with ProcCpu() as pc:
+                time.sleep(idle_s)
+                idle = {k: round(v * 1e3 / idle_s, 2) for k, v in sorted(pc.stop().items())}
         with CpuMeter() as cpu, ProcCpu() as pc:
             outs = episode(2000, steps)
             cpu_s = pc.stop()
+        chunks_per_arm = []
         for o in outs:
-            walls = [s["command_wall_ns"] for s in o["steps"]]
-            results.append(summarize_arm(o["timing"], walls, hz))
+            walls = [s.command_wall_ns for s in o.steps]
+            results.append(summarize_arm({k: list(v) for k, v in o.timing.items()}, walls, hz))
+            chunks_per_arm.append(len({s.chunk_id for s in o.steps}))
     for a in arms:
         ray.kill(a)
     ray.kill(worker)
@@ -400,6 +432,20 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
                             for k, v in sorted(cpu_s.items())},
         "per_arm": per_arm,
     }
+    # the orchestrator's side of a step: RobotActors + policy worker + Ray (raylet, GCS, other
+    # Ray workers); the bridges (the arm's side) and this driver process, which only waits,
+    # are left out
+    out["cpu_orchestrator_ms_per_step"] = round(sum(
+        v for k, v in out["cpu_ms_per_step"].items() if k not in ("bridges", "driver")), 3)
+    if mode != "naive":
+        out["policy"] = policy
+        out["chunking"] = {"horizon": chunking.horizon, "execute_steps": chunking.execute_steps,
+                           "temporal_ensemble": chunking.temporal_ensemble}
+        out["policy_queries"] = sum(chunks_per_arm)  # chunks executed (one query each)
+        if idle is not None:  # CPU ms per second with no episode running, by role
+            out["idle_cpu_ms_per_s"] = idle
+            out["idle_cpu_orchestrator_ms_per_arm_step"] = round(sum(
+                v for k, v in idle.items() if k not in ("bridges", "driver")) / (n_arms * hz), 3)
     for part in ("observe", "policy", "act"):
         vals = np.concatenate([r[part] for r in results])
         if vals.size:
@@ -423,6 +469,97 @@ def print_row(r: dict[str, Any]) -> None:
           f"{r['machine']['loadavg_before'][0]}\n      cpu ms/step: "
           + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_step"].items())
           + f" = {sum(r['cpu_ms_per_step'].values()):.2f}", flush=True)
+
+
+# --- 2c. chunked: an H=16 / execute 8 policy vs one query per step, same arms, same run -------
+
+CHUNKED_HZ = 15.0
+CHUNKED_TARGETS = {"miss_pct_lt": 1.0, "overhead_p99_ms_le": 20.0, "cpu_orchestrator_ms_le": 2.0}
+
+
+def chunked_policy(horizon: int, execute: int, inference_ms: float, hz: float) -> dict[str, Any]:
+    return {"name": "chunked", "kind": "chunked",
+            "options": {"horizon": horizon, "execute_steps": execute,
+                        "inference_ms": inference_ms, "control_hz": hz}}
+
+
+def chunked_comparison(fleet: SimFleet, n_arms: int, hz: float, seconds: float, media_dir: str,
+                       repeat: int, horizon: int, execute: int, inference_ms: float,
+                       batch_wait_ms: float, phases: str = "spread") -> dict[str, Any]:
+    """Issue 10's case: N arms at `hz` running the `chunked` test policy (H x 7 ee_delta
+    chunks, `execute` rows open-loop, the next chunk queried in the background), recording on,
+    arms spread; and, in the same run and on the same arms, the path every step took before
+    action chunks: a single-step policy (`random`: one policy query per step). Repeats
+    alternate the two, so both see the same machine."""
+    cases = {"single_step": RANDOM,
+             "chunked": chunked_policy(horizon, execute, inference_ms, hz)}
+    rows: list[dict[str, Any]] = []
+    for rep in range(repeat):
+        for case, pol in cases.items():
+            r = fleet_scenario(fleet, n_arms, hz, seconds, "record", media_dir, phases,
+                               batch_wait_ms, policy=pol, idle_s=3.0)
+            r["case"], r["repeat"] = case, rep
+            print(f"[{case}] ", end="")
+            print_row(r)
+            print(f"      orchestrator cpu {r['cpu_orchestrator_ms_per_step']:.3f} ms per arm-step "
+                  f"(of which {r['idle_cpu_orchestrator_ms_per_arm_step']:.3f} ms is what the same "
+                  f"processes use idle), {r['policy_queries']} policy queries for {r['steps']} "
+                  "steps", flush=True)
+            rows.append(r)
+
+    def worst(case: str) -> dict[str, Any]:
+        rs = [r for r in rows if r["case"] == case]
+        return {
+            "runs": len(rs),
+            "miss_pct_max": max(r["miss_pct"] for r in rs),
+            "late_steps": sum(r["missed"] for r in rs),
+            "achieved_hz_min": min(r["achieved_hz_min"] for r in rs),
+            "overhead_p50_ms": [min(r["overhead_p50_ms"] for r in rs),
+                                max(r["overhead_p50_ms"] for r in rs)],
+            "overhead_p99_ms": [min(r["overhead_p99_ms"] for r in rs),
+                                max(r["overhead_p99_ms"] for r in rs)],
+            "cpu_orchestrator_ms_per_arm_step": [
+                min(r["cpu_orchestrator_ms_per_step"] for r in rs),
+                max(r["cpu_orchestrator_ms_per_step"] for r in rs)],
+            "cpu_bridges_ms_per_arm_step": [
+                min(r["cpu_ms_per_step"].get("bridges", 0.0) for r in rs),
+                max(r["cpu_ms_per_step"].get("bridges", 0.0) for r in rs)],
+            # mean over the runs, per role: where the orchestrator's CPU goes
+            "cpu_ms_per_arm_step_by_role": {
+                k: round(statistics.mean(r["cpu_ms_per_step"].get(k, 0.0) for r in rs), 3)
+                for k in sorted({k for r in rs for k in r["cpu_ms_per_step"]})},
+            # the part of it the same processes burn with no episode running (Ray's baseline)
+            "idle_cpu_orchestrator_ms_per_arm_step": round(statistics.mean(
+                r["idle_cpu_orchestrator_ms_per_arm_step"] for r in rs), 3),
+            "queries_per_step": round(sum(r["policy_queries"] for r in rs)
+                                      / max(1, sum(r["steps"] for r in rs)), 4),
+            "machine_cpu_busy": [min(r["machine"]["cpu_busy"] for r in rs),
+                                 max(r["machine"]["cpu_busy"] for r in rs)],
+        }
+
+    before, after = worst("single_step"), worst("chunked")
+    cpu_b = statistics.mean(r["cpu_orchestrator_ms_per_step"] for r in rows
+                            if r["case"] == "single_step")
+    cpu_a = statistics.mean(r["cpu_orchestrator_ms_per_step"] for r in rows
+                            if r["case"] == "chunked")
+    summary = {
+        "arms": n_arms, "target_hz": hz, "seconds": seconds, "phases": phases,
+        "horizon": horizon, "execute_steps": execute, "inference_ms": inference_ms,
+        "recording": True,
+        "before_single_step": before, "after_chunked": after,
+        "cpu_orchestrator_ms_per_arm_step_mean": {"before": round(cpu_b, 3),
+                                                  "after": round(cpu_a, 3),
+                                                  "ratio": round(cpu_a / cpu_b, 3) if cpu_b else None},
+        "targets": CHUNKED_TARGETS,
+        "meets_target": {
+            "miss_lt_1pct": after["miss_pct_max"] < CHUNKED_TARGETS["miss_pct_lt"],
+            "overhead_p99_le_20ms": after["overhead_p99_ms"][1] <= CHUNKED_TARGETS["overhead_p99_ms_le"],
+            "cpu_orchestrator_le_2ms": after["cpu_orchestrator_ms_per_arm_step"][1]
+            <= CHUNKED_TARGETS["cpu_orchestrator_ms_le"],
+        },
+    }
+    print("chunked summary", json.dumps(summary), flush=True)
+    return {"rows": rows, "summary": summary}
 
 
 # --- 2b. policy serving: Ray actor call vs Ray Serve vs the ZeroMQ data plane --------------
@@ -670,7 +807,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 s runs, no campaign")
-    ap.add_argument("--only", choices=("micro", "fleet", "serving", "campaign"), action="append")
+    ap.add_argument("--only", choices=("micro", "fleet", "chunked", "serving", "campaign"),
+                    action="append")
     ap.add_argument("--serve-extra", default=None,
                     help="a pip --target dir holding ray[serve]'s extra dependencies (not in the "
                     "project's venv); put on the PYTHONPATH of Ray's workers")
@@ -688,10 +826,20 @@ def main() -> None:
                     help="extra 1-task campaigns run only to measure the time to the first action")
     ap.add_argument("--batch-wait-ms", type=float, default=2.0,
                     help="the policy worker's batch window (fleet.yaml policy_workers.batch_wait_ms)")
+    ap.add_argument("--chunk-horizon", type=int, default=16, help="chunked: rows per chunk (H)")
+    ap.add_argument("--chunk-execute", type=int, default=8,
+                    help="chunked: rows executed before the next chunk takes over")
+    ap.add_argument("--chunk-inference-ms", type=float, default=0.0,
+                    help="chunked: the test policy's simulated model time per batch")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fleet.json"))
+    ap.add_argument("--out", default=None,
+                    help="default benchmarks/results/fleet.json; fleet_chunked.json with "
+                    "`--only chunked` alone (a partial run never overwrites fleet.json)")
     args = ap.parse_args()
-    sections = set(args.only or ("micro", "fleet", "serving", "campaign"))
+    sections = set(args.only or ("micro", "fleet", "chunked", "serving", "campaign"))
+    if args.out is None:
+        name = "fleet_chunked.json" if sections == {"chunked"} else "fleet.json"
+        args.out = str(REPO / "benchmarks" / "results" / name)
     if args.serve_extra:
         sys.path.append(args.serve_extra)
         os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -709,7 +857,7 @@ def main() -> None:
                     "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
     }
     media = tempfile.TemporaryDirectory(prefix="evalfleet-bench-media-")
-    if sections & {"micro", "fleet", "serving"}:
+    if sections & {"micro", "fleet", "chunked", "serving"}:
         with SimFleet(max(arm_counts)) as fleet:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
                      resources={station_resource("default"): 1000.0})
@@ -733,6 +881,11 @@ def main() -> None:
                     result["fleet_summary"] = summarize(rows)
                     for line in result["fleet_summary"]:
                         print("summary", json.dumps(line), flush=True)
+                if "chunked" in sections:  # the largest arm count only, arms spread
+                    result["chunked"] = chunked_comparison(
+                        fleet, max(arm_counts), args.hz or CHUNKED_HZ, args.seconds, media.name,
+                        args.repeat, args.chunk_horizon, args.chunk_execute,
+                        args.chunk_inference_ms, args.batch_wait_ms)
                 if "serving" in sections:
                     result["serving"] = serving(16, 5.0, min(args.seconds, 10.0),
                                                 ["ray_actor", "dataplane", "serve"])

@@ -158,7 +158,7 @@ def time_step_inserts(
         rows = step_rows(episode_ids[i : i + batch_eps], per_episode, rng)
         t0 = time.perf_counter()
         with store.write() as s:
-            queue.add_steps(s, rows)
+            queue.add_step_rows(s, rows)
         elapsed += time.perf_counter() - t0
         total += len(rows)
         progress.advance(task, len(rows))

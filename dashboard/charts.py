@@ -105,10 +105,54 @@ def step_frame(table: StepTable) -> pd.DataFrame:
     return pd.DataFrame(list(table.rows), columns=list(table.columns))
 
 
-def actions_frames(table: StepTable) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(end-effector deltas over steps, gripper over steps) for st.line_chart."""
-    df = step_frame(table).set_index("idx")
-    return df[[c for c in ACTION_COLUMNS if c != "gripper"]], df[["gripper"]]
+def action_names(label: str | None, capabilities: dict | None) -> tuple[list[str], list[str]]:
+    """(dimension names, units) of an action space label such as `joint_position[7]`: the
+    arm's declared names when its recorded capabilities declare that space, RT-2's names for
+    ee_delta[7], otherwise a0, a1, ... without units."""
+    kind, _, rest = (label or "ee_delta[7]").partition("[")
+    dim = int(rest.rstrip("]")) if rest.rstrip("]").isdigit() else 0
+    declared = ((capabilities or {}).get("spaces") or {}).get("action") or {}
+    names, units = declared.get("names") or [], declared.get("units") or []
+    if declared.get("kind") == kind and len(names) == dim:
+        return [str(n) for n in names], [str(u) for u in units] if len(units) == dim else [""] * dim
+    if kind == "ee_delta" and dim == len(ACTION_COLUMNS):
+        return list(ACTION_COLUMNS), ["m", "m", "m", "rad", "rad", "rad", "1"]
+    return [f"a{i}" for i in range(dim)], [""] * dim
+
+
+def action_long(df: pd.DataFrame, capabilities: dict | None = None) -> pd.DataFrame:
+    """Applied actions over steps, one line per (step, dimension), in whatever space the
+    episode used: columns idx, dimension, unit, value, chunk. Steps recorded before the full
+    vector was kept (no `action`) fall back to RT-2's dx..gripper columns."""
+    cols = ["idx", "dimension", "unit", "value", "chunk"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    label = str(df["action_space"].dropna().iloc[0]) if "action_space" in df and \
+        df["action_space"].notna().any() else "ee_delta[7]"
+    names, units = action_names(label, capabilities)
+    recs: list[tuple[object, ...]] = []
+    for _, row in df.iterrows():
+        vec = row.get("action")
+        if not isinstance(vec, (list, tuple)) or len(vec) != len(names):
+            vec = [row.get(c) for c in ACTION_COLUMNS] if len(names) == len(ACTION_COLUMNS) else []
+        chunk = row.get("chunk_id")
+        for name, unit, v in zip(names, units, vec, strict=False):
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                recs.append((int(row["idx"]), name, unit, float(v), chunk))
+    return pd.DataFrame.from_records(recs, columns=cols)
+
+
+def action_chart(long: pd.DataFrame) -> alt.Chart:
+    """One line per action dimension over steps, a panel per unit (m, rad, 1, ...)."""
+    dims = list(dict.fromkeys(long["dimension"]))
+    units = list(dict.fromkeys(long["unit"]))
+    base = alt.Chart(long).mark_line(point=len(long) < 400).encode(
+        x=alt.X("idx:Q", title="step"),
+        y=alt.Y("value:Q", title=None),
+        color=alt.Color("dimension:N", sort=dims, legend=alt.Legend(orient="top", columns=8)),
+        tooltip=["idx", "dimension", "unit", "value", "chunk"])
+    return base.properties(height=160, width="container").facet(
+        row=alt.Row("unit:N", sort=units, title=None)).resolve_scale(y="independent")
 
 
 def latency_chart(df: pd.DataFrame) -> alt.Chart:

@@ -273,6 +273,15 @@ def episode(episode_id: int) -> browse.EpisodeDetail:
         return browse.episode_detail(s, episode_id)
 
 
+def episode_robot(episode_id: int) -> str | None:
+    """The arm an episode ran on (for its declared action names; not blinding: the video shows
+    the arm)."""
+    try:
+        return episode(episode_id).robot
+    except browse.BrowseError:
+        return None
+
+
 def episode_labels(episode_id: int) -> list[browse.LabelRow]:
     with store().read() as s:
         return browse.episode_labels(s, episode_id)

@@ -84,3 +84,21 @@ def videos(media: Sequence[MediaRef]) -> None:
                 st.video(data.media_bytes(m.uri), format="video/mp4")
             except FileNotFoundError as e:
                 st.warning(str(e))
+
+
+def actions(df, robot: str | None) -> None:  # type: ignore[no-untyped-def]
+    """The applied actions of an episode (a step_frame) in its own space, named as the arm
+    declared them (its recorded capabilities), one panel per unit."""
+    from dashboard import charts
+
+    caps = next((r.capabilities for r in data.fleet() if r.name == robot), None) if robot else None
+    long = charts.action_long(df, caps)
+    if long.empty:
+        st.caption("No actions recorded.")
+        return
+    has_space = "action_space" in df and df["action_space"].notna().any()
+    space = df["action_space"].dropna().iloc[0] if has_space else "ee_delta[7]"
+    chunks = int(df["chunk_id"].nunique()) if "chunk_id" in df else len(df)
+    st.caption(f"applied actions · space `{space}` · {len(df)} steps from {chunks} policy "
+               f"{'call' if chunks == 1 else 'calls'}")
+    st.altair_chart(charts.action_chart(long), width="stretch")

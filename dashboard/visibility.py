@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from orchestrator.store.states import CampaignStatus
+
 REDACTED = "[policy]"
 DEFAULT_STAFF_GROUPS = "evalfleet-staff"
 
@@ -243,14 +245,14 @@ def campaign_controls(role: Role, status: str, given_up: int) -> CampaignControl
     to resume an incomplete campaign: nothing is left in its queue)."""
     steer = may(role, Action.PAUSE)
     requeue = None
-    if status == "incomplete" and given_up > 0:
+    if status == CampaignStatus.INCOMPLETE and given_up > 0:
         requeue = f"Re-queue {given_up} given-up trial{'s' if given_up != 1 else ''}"
     return CampaignControls(
-        pause=steer and status in ("pending", "running"),
-        resume=steer and status == "paused",
+        pause=steer and status in (CampaignStatus.PENDING, CampaignStatus.RUNNING),
+        resume=steer and status == CampaignStatus.PAUSED,
         requeue=requeue,
         requeue_enabled=steer and requeue is not None,
-        cancel=steer and status not in ("done", "cancelled"),
+        cancel=steer and status not in (CampaignStatus.DONE, CampaignStatus.CANCELLED),
         priority=steer,
         why=None if steer else STAFF_ONLY_HELP,
     )

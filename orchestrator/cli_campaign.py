@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli_common import fail, open_store
+from orchestrator.store.states import CampaignStatus, TrialStatus
 
 campaign_app = typer.Typer(
     help="Create, inspect and steer evaluation campaigns (all through the store).",
@@ -28,8 +30,16 @@ def campaign_create(
     name: Annotated[str | None, typer.Option(help="Campaign name (default: generated).")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first on a shared fleet.")] = 0,
     by: Annotated[str | None, typer.Option(help="Who schedules it (audit log).")] = None,
+    fleet: Annotated[Path | None, typer.Option(
+        help="fleet.yaml: match the policies against these arms (asked for their declared "
+             "spaces; the store's last known ones for an arm that does not answer).")] = None,
 ) -> None:
-    """Plan a campaign (paired, interleaved, blind) and queue its trials in the store."""
+    """Plan a campaign (paired, interleaved, blind) and queue its trials in the store.
+
+    Refused when a policy matches no arm (its action space, gripper, cameras or state do not
+    fit any arm's declared spaces, robots.spaces.match_pair): the arms of --fleet, or without
+    it every arm whose spaces the store knows (from earlier runs); with neither, nothing is
+    checked here and `campaign run` checks again before leasing any trial."""
     from orchestrator.store.campaigns import CampaignError, create_campaign
     from protocols.loader import ProtocolError, load_protocol, resolve_protocol_path
 
@@ -40,8 +50,10 @@ def campaign_create(
     name = name or f"{loaded.protocol.name}-{secrets.token_hex(3)}"
     store = open_store()
     with store:
+        arms = _arm_spaces(store, fleet)
         try:
             with store.write() as s:
+                _refuse_unmatched(s, policy, arms)
                 c = create_campaign(
                     s,
                     name=name,
@@ -56,6 +68,69 @@ def campaign_create(
         except (CampaignError, ValueError) as e:
             fail(str(e))
         print_campaign(store, cid)
+
+
+def _arm_spaces(store, fleet: Path | None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """arm name -> ArmSpaces: the --fleet arms (hello, else the store's last known spaces),
+    or every arm the store knows the spaces of."""
+    from orchestrator.arm_info import spaces_of
+    from orchestrator.store.fleet import robot_capabilities
+
+    names = None
+    live: dict[str, Any] = {}
+    if fleet is not None:
+        from orchestrator.fleet_config import FleetConfigError, load_fleet
+
+        try:
+            cfg = load_fleet(fleet)
+        except FleetConfigError as e:
+            fail(str(e))
+        names = [a.name for a in cfg.arms]
+        for a in cfg.arms:
+            sp = _hello_spaces(a)
+            if sp is not None:
+                live[a.name] = sp
+    with store.read() as s:
+        known = robot_capabilities(s, names)
+    out = {n: sp for n, caps in known.items() if (sp := spaces_of(caps)) is not None}
+    return {**out, **live}
+
+
+def _hello_spaces(arm) -> Any:  # type: ignore[no-untyped-def]
+    """An arm's declared spaces from its bridge's hello (None if it does not answer)."""
+    from robots.client import BridgeClient, BridgeError, CurveClientKeys
+
+    curve = (CurveClientKeys(arm.curve.client_secret, arm.curve.server_public)
+             if arm.curve else None)
+    try:
+        with BridgeClient(arm.endpoint, timeout_ms=min(arm.timeout_ms, 2000), curve=curve,
+                          name="evalfleet-campaign-create") as c:
+            return c.hello().capabilities.spaces()
+    except (BridgeError, OSError):
+        return None
+
+
+def _refuse_unmatched(s, policy_names: list[str], arms: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """fail() with one line per policy/arm pair when a policy matches none of `arms`."""
+    from orchestrator.arm_info import unmatched_policies
+    from orchestrator.store.campaigns import CampaignError, find_policy
+    from orchestrator.store.fleet import policy_configs
+    from policies.registry import PolicyConfigError, policy_io
+
+    if not arms:
+        return
+    ios = {}
+    try:
+        for name in policy_names:
+            row = find_policy(s, name)
+            ios[row.name] = policy_io(policy_configs(s, [row.id])[row.id])
+    except (CampaignError, PolicyConfigError) as e:
+        fail(str(e))
+    bad = unmatched_policies(ios, arms)
+    if bad:
+        lines = [line for ls in bad.values() for line in ls]
+        fail(f"policy {', '.join(bad)} matches no arm ({', '.join(sorted(arms))}), so the "
+             "campaign could not run:\n" + "\n".join(lines))
 
 
 def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-def]
@@ -171,19 +246,19 @@ def _set_status(campaign: str, status: str, actor: str) -> None:
 @campaign_app.command("pause")
 def campaign_pause(campaign: str, by: str = "cli") -> None:
     """Stop leasing new trials (episodes in flight finish)."""
-    _set_status(campaign, "paused", by)
+    _set_status(campaign, CampaignStatus.PAUSED, by)
 
 
 @campaign_app.command("resume")
 def campaign_resume(campaign: str, by: str = "cli") -> None:
     """Continue a paused campaign where it stopped (an incomplete one: `campaign requeue`)."""
-    _set_status(campaign, "pending", by)
+    _set_status(campaign, CampaignStatus.PENDING, by)
 
 
 @campaign_app.command("cancel")
 def campaign_cancel(campaign: str, by: str = "cli") -> None:
     """Cancel pending trials; recorded episodes stay."""
-    _set_status(campaign, "cancelled", by)
+    _set_status(campaign, CampaignStatus.CANCELLED, by)
 
 
 @campaign_app.command("requeue")
@@ -212,7 +287,7 @@ def campaign_requeue(
     with store:
         try:
             with store.write() as s:
-                res = requeue_trials(s, campaign, statuses=tuple(status or ("given_up",)),
+                res = requeue_trials(s, campaign, statuses=tuple(status or (TrialStatus.GIVEN_UP,)),
                                      trial_ids=ids, actor=by)
         except CampaignError as e:
             fail(str(e))
@@ -220,7 +295,7 @@ def campaign_requeue(
     console.print(
         f"campaign {res.name}: {n} trial{'s' if n != 1 else ''} re-queued with a fresh attempt "
         f"budget; {res.previous_status} -> {res.status}", highlight=False)
-    if res.status == "paused":
+    if res.status == CampaignStatus.PAUSED:
         console.print(f"it is paused: `evalfleet campaign resume {res.name}` to run them")
     else:
         console.print(f"`evalfleet campaign run {res.name} --fleet fleet.yaml` runs them")

@@ -75,7 +75,7 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
 
     from orchestrator.config import get_settings
     from orchestrator.runner import FleetRunner
-    from orchestrator.runner_faults import EXIT_RUN_STOPPED, RunStopped
+    from orchestrator.runner_faults import RunStopped
 
     if lease_s is not None:
         fleet = fleet.model_copy(update={"lease_s": lease_s})
@@ -112,7 +112,7 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
         runner.shutdown()
         ray.shutdown()
     if stopped is not None:
-        fail(str(stopped), code=EXIT_RUN_STOPPED)
+        fail(str(stopped), code=stopped.exit_code)  # 4: database gone; 5: no arm matches
     return runner.stats, time.monotonic() - started
 
 
@@ -126,10 +126,14 @@ def campaign_run(
     """Run one campaign on the fleet until every trial has a counted episode.
 
     Safe to run again after a crash: expired leases return to the queue and nothing is
-    counted twice. Exits 3 when trials were given up (`evalfleet campaign requeue` them)."""
+    counted twice. Exits 3 when trials were given up, also when every one was and no episode
+    was recorded (the reasons say why: the arm's error code and message first; `evalfleet
+    campaign requeue` them), 4 when the database went away, 5 when a campaign policy matches
+    no arm of the fleet (one line per policy/arm pair, before any trial is leased)."""
     from orchestrator.store.campaigns import CampaignError, get_campaign
     from orchestrator.store.lifecycle import EXIT_INCOMPLETE, incomplete_message
     from orchestrator.store.queries import list_campaigns
+    from orchestrator.store.states import CampaignStatus
 
     cfg = _load_fleet(fleet)
     store = open_store()
@@ -140,12 +144,12 @@ def campaign_run(
                 (summary,) = list_campaigns(s, [c.id])
         except CampaignError as e:
             fail(str(e))
-        if summary.status in ("done", "cancelled"):
+        if summary.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED):
             fail(f"campaign {summary.name} is {summary.status}; nothing to run")
-        if summary.status == "incomplete":
+        if summary.status == CampaignStatus.INCOMPLETE:
             fail(f"campaign {summary.name} is incomplete (trials given up or cancelled): "
                  f"`evalfleet campaign requeue {summary.name}` re-queues them, then run it again")
-        if summary.status == "paused":
+        if summary.status == CampaignStatus.PAUSED:
             fail(f"campaign {summary.name} is paused: `evalfleet campaign resume {summary.name}`")
         stats, dt = run_fleet(store, cfg, campaign_ids=[c.id], until_done=True,
                               address=ray_address, title=summary.name,
@@ -154,7 +158,7 @@ def campaign_run(
         state = _final_state(store, c.id)
     console.print(f"{stats.recorded} episodes recorded, {stats.aborted} aborted in {dt:.0f} s; "
                   f"`evalfleet report {summary.name}` for the results")
-    if state is not None and state.status == "incomplete":
+    if state is not None and state.status == CampaignStatus.INCOMPLETE:
         fail(incomplete_message(state), code=EXIT_INCOMPLETE)
 
 
@@ -217,6 +221,7 @@ def fleet_rearm(
     import getpass
 
     from orchestrator.store.campaigns import log_event
+    from orchestrator.store.states import EventKind
     from robots.client import BridgeClient, BridgeError, CurveClientKeys
 
     cfg = _load_fleet(fleet)
@@ -255,7 +260,7 @@ def fleet_rearm(
         try:
             with store.write() as s:
                 rid = s.scalar(select(Robot.id).where(Robot.name == arm))
-                log_event(s, "estop_rearmed", actor=actor, robot_id=rid, robot=arm,
+                log_event(s, EventKind.ESTOP_REARMED, actor=actor, robot_id=rid, robot=arm,
                           endpoint=arm_cfg.endpoint, estop_reason=reason)
         except Exception as e:  # noqa: BLE001 - the arm is re-armed: say that it is not audited
             fail(f"{arm}: re-armed, but the audit event could not be written: "
@@ -268,9 +273,11 @@ def log_estop_event(arm: str | None, results: dict[str, str]) -> None:
     try:
         from orchestrator.store.campaigns import log_event
         from orchestrator.store.db import Store
+        from orchestrator.store.states import EventKind
 
         with Store.open() as store, store.write() as s:
-            log_event(s, "estop_requested", actor="cli", robot=arm or "all", results=results)
+            log_event(s, EventKind.ESTOP_REQUESTED, actor="cli", robot=arm or "all",
+                      results=results)
     except Exception:  # noqa: BLE001, S110 - no store reachable: the arms are stopped anyway
         pass
 
@@ -285,13 +292,14 @@ def operator_confirm(
 
     from orchestrator.store.campaigns import log_event
     from orchestrator.store.models import Robot
+    from orchestrator.store.states import EventKind
 
     store = open_store()
     with store, store.write() as s:
         robot = s.scalar(select(Robot).where(Robot.name == arm))
         if robot is None:
             fail(f"no arm named {arm!r} in the store")
-        log_event(s, "operator_confirmed", actor=by, robot_id=robot.id, robot=arm)
+        log_event(s, EventKind.OPERATOR_CONFIRMED, actor=by, robot_id=robot.id, robot=arm)
     console.print(f"{arm}: scene confirmed by {by}")
 
 

@@ -8,6 +8,12 @@
         curve:                                  # optional: CurveZMQ keys
           client_secret: keys/orchestrator.key_secret
           server_public: keys/arm-1.key
+      - name: sim-ur5-1                         # a simulated arm (SimFleet starts its bridge)
+        endpoint: tcp://127.0.0.1:*             # '*': any free port
+        sim:
+          space: joint_position                 # ee_delta (default) | joint_position
+          cameras: [front, {name: wrist, size: 128x128}]   # sizes WIDTHxHEIGHT, default 256x256
+          max_joint_speed: 1.57                 # rad/s (joint_position)
     policy_workers:
       replicas: 1
       num_gpus: 0
@@ -19,6 +25,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,6 +41,61 @@ class CurveKeys(BaseModel):
     server_public: Path
 
 
+class SimCamera(BaseModel):
+    """One camera of a simulated arm: main/front (external) or wrist, size WIDTHxHEIGHT."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["main", "front", "wrist"]
+    size: str = Field(default="256x256", pattern=r"^[0-9]+x[0-9]+$")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        w, h = (int(x) for x in v.split("x"))
+        if not (16 <= w <= 3840 and 16 <= h <= 2160):
+            raise ValueError(f"camera size {v!r} out of range (16..3840 x 16..2160)")
+        return v
+
+    @property
+    def arg(self) -> str:
+        """The bridge CLI's --camera value."""
+        return f"{self.name}={self.size}"
+
+
+class SimArm(BaseModel):
+    """A simulated arm's options (robots.drivers.sim.SimOptions): its action space and cameras.
+    A camera is a name (size 256x256) or {name, size}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    space: Literal["ee_delta", "joint_position"] = "ee_delta"
+    cameras: tuple[SimCamera, ...] = Field(default=(SimCamera(name="main"),), min_length=1)
+    max_joint_speed: float | None = Field(default=None, gt=0, le=10)
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _names(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            return tuple({"name": c} if isinstance(c, str) else c for c in v)
+        return v
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: tuple[SimCamera, ...]) -> tuple[SimCamera, ...]:
+        names = [c.name for c in v]
+        if len(set(names)) != len(names) or {"main", "front"} <= set(names):
+            raise ValueError(f"cameras {names}: each camera once (main and front are one view)")
+        return v
+
+    def bridge_args(self) -> tuple[str, ...]:
+        """The `bridge serve` options that start this arm."""
+        args = ["--space", self.space]
+        for c in self.cameras:
+            args += ["--camera", c.arg]
+        if self.max_joint_speed is not None:
+            args += ["--max-joint-speed", repr(self.max_joint_speed)]
+        return tuple(args)
+
+
 class ArmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -42,6 +104,7 @@ class ArmConfig(BaseModel):
     capabilities: tuple[str, ...] = ()
     curve: CurveKeys | None = None
     timeout_ms: int = Field(default=2000, ge=50)
+    sim: SimArm | None = None  # a simulated arm: SimFleet starts its bridge with these options
 
     @field_validator("endpoint")
     @classmethod

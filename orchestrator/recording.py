@@ -3,7 +3,9 @@
 Frames are appended as they arrive; `finish()` closes the container, fsyncs, renames the
 temporary file into place and returns its sha256. An episode becomes "recorded" in the store
 only after every camera's file has been finished, so a crash never leaves a row pointing at
-a half-written video (a leftover *.partial file is garbage, swept by `sweep_partials`).
+a half-written video (a leftover *.partial file is garbage that no row points to: safe to
+delete). Several cameras: one file per camera (`EpisodeRecorder`), one media entry each.
+An aborted episode finishes its recorder too: its video up to the abort is kept.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -71,7 +75,7 @@ class VideoWriter:
         except OSError as e:
             raise MediaWriteError(self.tmp, e) from e
         self._container: av.container.OutputContainer | None = None
-        self._stream = None
+        self._stream: av.video.stream.VideoStream | None = None
         self.frames = 0
 
     def _open(self, height: int, width: int) -> None:
@@ -140,7 +144,7 @@ class VideoWriter:
             self._container = None
         try:
             self.tmp.unlink(missing_ok=True)
-        except OSError:  # its folder is gone or unreadable: the sweep removes it later
+        except OSError:  # its folder is gone or unreadable: nothing points to the leftover
             pass
 
 
@@ -180,6 +184,47 @@ class EpisodeRecorder:
             self.discard()
 
 
+class BackgroundRecorder:
+    """Encodes frames on a thread so video encoding never delays a control step."""
+
+    def __init__(self, media_dir: Path, campaign: str, episode_id: int, fps: float) -> None:
+        self.rec = EpisodeRecorder(media_dir, campaign, episode_id, fps)
+        self.q: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=256)
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._run, name=f"rec-{episode_id}", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while (frames := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.rec.add(frames)
+                except BaseException as e:  # noqa: BLE001 - surfaced by finish()
+                    self.error = e
+
+    def add(self, frames: dict[str, np.ndarray]) -> None:
+        self.q.put({k: np.array(v, copy=True) for k, v in frames.items()}, timeout=5)
+
+    def finish(self) -> tuple[MediaFile, ...]:
+        """One file per camera (every camera seen), durable."""
+        self.q.put(None, timeout=5)
+        self.t.join(timeout=60)
+        if self.error is not None:
+            self.rec.discard()
+            if isinstance(self.error, MediaWriteError):
+                raise self.error  # names the path; an infrastructure fault, not the trial's
+            raise RuntimeError(f"video encoding failed: {self.error}") from self.error
+        return tuple(self.rec.finish())
+
+    def discard(self) -> None:
+        try:
+            self.q.put(None, timeout=1)
+        except queue.Full:
+            pass
+        self.t.join(timeout=10)
+        self.rec.discard()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -191,15 +236,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def verify_media(media_dir: Path, media: dict) -> bool:
     p = media_dir / media["uri"]
     return p.is_file() and sha256_file(p) == media["sha256"]
-
-
-def sweep_partials(media_dir: Path) -> int:
-    """Remove leftovers of writers that crashed before finish()."""
-    n = 0
-    for p in media_dir.rglob(f"*{PARTIAL_SUFFIX}"):
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
 
 
 def media_problem(folder: Path) -> str | None:

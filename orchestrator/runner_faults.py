@@ -8,10 +8,40 @@ from datetime import UTC, datetime
 from orchestrator.faults import AbortCause, cause_of_refusal
 
 EXIT_RUN_STOPPED = 4  # `campaign run` / `fleet serve` exit status when the database is gone
+EXIT_NO_ARM_MATCHES = 5  # ... when a campaign policy matches no arm of the fleet
 
 
 class RunStopped(RuntimeError):
     """The run cannot go on (the database is gone): str() is the paragraph for the user."""
+
+    exit_code = EXIT_RUN_STOPPED
+
+
+class NoArmMatches(RunStopped):
+    """A policy with pending trials matches no arm of the fleet (robots.spaces.match_pair):
+    the run stops before leasing any of its trials; str() is one line per mismatched pair."""
+
+    exit_code = EXIT_NO_ARM_MATCHES
+
+
+def actor_error_reason(arm: str, phase: str, e: BaseException) -> str:
+    """The abort reason for a RobotActor call that raised: a refusal of the arm keeps the
+    bridge's error code and message, first (`arm ur5-1 prepare failed: DRIVER_ERROR: gripper
+    stuck (bridge at tcp://... refused reset)`); anything else names its exception class."""
+    from robots.client import BridgeCommandError
+
+    inner = getattr(e, "cause", None) or e  # what the actor raised, if it did
+    detail = (str(inner).splitlines() or [""])[0]
+    if isinstance(inner, BridgeCommandError):
+        # the code and the arm's message first (summaries shorten reasons from the end), then
+        # where it came from: "DRIVER_ERROR: gripper stuck (bridge at tcp://... refused reset)"
+        at = detail.find(f"{inner.code}: ")
+        if at < 0:
+            detail = f"{inner.code}: {detail}"
+        elif at > 0:
+            detail = f"{detail[at:]} ({detail[:at].rstrip(': ')})"
+        return f"arm {arm} {phase} failed: {detail}"[:500]
+    return f"arm {arm} {phase} failed: {inner.__class__.__name__}: {detail}"[:500]
 
 
 def cause_of_actor_error(e: BaseException, *, during_reset: bool) -> AbortCause:

@@ -3,6 +3,12 @@ benchmarks. The very same bridge and client code paths as a real fleet.
 
     with SimFleet(4) as fleet:
         cfg = fleet.config()   # a FleetConfig pointing at the running bridges
+
+A mixed fleet (per-arm action space and cameras) comes from a fleet.yaml whose arms carry a
+`sim:` block (orchestrator/fleet_config.py SimArm):
+
+    with SimFleet.from_yaml(Path("fleet.yaml")) as fleet:   # or SimFleet(arms=cfg.arms)
+        cfg = fleet.config()   # the same arms, endpoints of the running bridges
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
-from orchestrator.fleet_config import ArmConfig, FleetConfig, PolicyWorkerConfig
+from orchestrator.fleet_config import ArmConfig, FleetConfig, PolicyWorkerConfig, load_fleet
 
 
 class SimFleetError(RuntimeError):
@@ -35,8 +43,19 @@ class SimFleet:
         capabilities: tuple[str, ...] = ("drawer",),
         start_timeout_s: float = 60.0,
         extra_args: tuple[str, ...] = (),
+        arms: Sequence[ArmConfig] = (),
+        policy_workers: PolicyWorkerConfig | None = None,
     ) -> None:
-        self.n = n_arms
+        """`n_arms` default sim arms named sim-1.., or, with `arms`, exactly those arms: each
+        one's `sim` options (space, cameras), station, capabilities; its endpoint is where
+        its bridge binds (tcp://127.0.0.1:* picks a free port)."""
+        missing = [a.name for a in arms if a.sim is None]
+        if missing:
+            raise SimFleetError(f"SimFleet: arms {missing} have no `sim:` block; SimFleet only "
+                                "starts simulated arms")
+        self._arms = {a.name: a for a in arms}
+        self.n = len(arms) if arms else n_arms
+        self._workers = policy_workers
         self.image_size = image_size
         self.watchdog_ms = watchdog_ms
         self.driver = driver
@@ -48,12 +67,31 @@ class SimFleet:
         self.endpoints: dict[str, dict] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="evalfleet-simfleet-")
 
+    @classmethod
+    def from_config(cls, cfg: FleetConfig, **kwargs: object) -> SimFleet:
+        """The arms of a fleet config that have a `sim:` block (the others are left out)."""
+        arms = tuple(a for a in cfg.arms if a.sim is not None)
+        if not arms:
+            raise SimFleetError("SimFleet: no arm of the fleet config has a `sim:` block")
+        return cls(len(arms), arms=arms, policy_workers=cfg.policy_workers,
+                   **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_yaml(cls, path: Path, **kwargs: object) -> SimFleet:
+        return cls.from_config(load_fleet(path), **kwargs)
+
     def arm_names(self) -> list[str]:
+        if self._arms:
+            return list(self._arms)
         return [f"sim-{i + 1}" for i in range(self.n)]
 
     def start_arm(
-        self, name: str, bind: str = "tcp://127.0.0.1:*", pub_bind: str = "tcp://127.0.0.1:*"
+        self, name: str, bind: str | None = None, pub_bind: str = "tcp://127.0.0.1:*"
     ) -> None:
+        arm = self._arms.get(name)
+        if bind is None:
+            bind = arm.endpoint if arm is not None else "tcp://127.0.0.1:*"
+        sim_args = arm.sim.bridge_args() if arm is not None and arm.sim is not None else ()
         ready = Path(self._tmp.name) / f"{name}.json"
         ready.unlink(missing_ok=True)
         cmd = [
@@ -65,6 +103,7 @@ class SimFleet:
             "--image-size", self.image_size,
             "--ready-file", str(ready),
             "--log-level", "WARNING",
+            *sim_args,
             *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -101,6 +140,12 @@ class SimFleet:
         self.start_arm(name, old["endpoint"], old.get("pub_endpoint") or "tcp://127.0.0.1:*")
 
     def config(self, **policy_workers: float) -> FleetConfig:
+        if self._arms:
+            workers = (PolicyWorkerConfig(**policy_workers) if policy_workers or self._workers is None
+                       else self._workers)
+            return FleetConfig(arms=tuple(
+                a.model_copy(update={"endpoint": self.endpoints[n]["endpoint"]})
+                for n, a in self._arms.items()), policy_workers=workers)
         arms = []
         for i, name in enumerate(self.arm_names()):
             arms.append(
@@ -113,7 +158,7 @@ class SimFleet:
             )
         return FleetConfig(arms=tuple(arms), policy_workers=PolicyWorkerConfig(**policy_workers))
 
-    def __enter__(self) -> SimFleet:
+    def __enter__(self) -> Self:
         try:
             for name in self.arm_names():
                 self.start_arm(name)

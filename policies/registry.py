@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from policies.base import Policy
+from robots.spaces import RT2_IO, PolicyIO
 
 
 class PolicyConfigError(ValueError):
@@ -68,15 +69,28 @@ def _kinds() -> dict[str, tuple[Callable[[], type[BaseModel]], Callable[..., Pol
 
         return VLAPolicy(cfg.path, opts, name=cfg.name)
 
+    def chunked_opts():  # test/benchmark policy: timed ee_delta chunks, no model
+        from policies.testing import ChunkedOptions
+
+        return ChunkedOptions
+
+    def chunked(cfg, opts):
+        from policies.testing import ChunkedPolicy
+
+        return ChunkedPolicy(opts, name=cfg.name)
+
     return {
         "oracle": (oracle_opts, oracle, False),
         "vision_heuristic": (vision_opts, vision, False),
         "random": (random_opts, random, False),
         "vla": (vla_opts, vla, True),
+        "chunked": (chunked_opts, chunked, False),
     }
 
 
 KINDS: tuple[str, ...] = ("oracle", "vision_heuristic", "random", "vla")
+# accepted in configs (tests, benchmarks) but not offered by `policy register`
+TEST_KINDS: tuple[str, ...] = ("chunked",)
 
 
 class PolicyConfig(BaseModel):
@@ -89,7 +103,7 @@ class PolicyConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in KINDS:
+        if v not in KINDS and v not in TEST_KINDS:
             raise ValueError(f"unknown policy kind {v!r}; expected one of {list(KINDS)}")
         return v
 
@@ -137,6 +151,32 @@ def validate_options(config: PolicyConfig) -> BaseModel:
             f"policy {config.name!r} (kind {config.kind}): bad options: "
             f"{_one_line(e)} (allowed: {allowed})"
         ) from None
+
+
+# kinds whose `space` option picks the space they emit (policies/oracle.py, baselines.py)
+SPACE_KINDS: tuple[str, ...] = ("oracle", "random")
+
+
+def policy_io(config: PolicyConfig | dict) -> PolicyIO:
+    """What a registered policy emits and reads (robots.spaces.PolicyIO), from its config
+    alone: no model is loaded, so `campaign create` and `campaign run` can match it against
+    the arms before any trial is leased. RT-2 kinds (vla, vision_heuristic) emit RT-2's
+    ee_delta[7]; oracle and random emit what their `space` option says (default ee_delta;
+    joint_position: 6 joint angles + gripper, 0 closed .. 1 open)."""
+    cfg = config if isinstance(config, PolicyConfig) else parse_policy_config(config)
+    if cfg.kind not in SPACE_KINDS:
+        return RT2_IO
+    from policies.oracle import space_io
+
+    space = str(cfg.options.get("space", "ee_delta"))
+    if space not in SPACES:
+        raise PolicyConfigError(
+            f"policy {cfg.name!r} (kind {cfg.kind}): option space {space!r}: one of "
+            f"{', '.join(SPACES)}")
+    return space_io(space)
+
+
+SPACES: tuple[str, ...] = ("ee_delta", "joint_position")
 
 
 def build_policy(config: PolicyConfig | dict) -> Policy:

@@ -1,15 +1,40 @@
-"""A tiny PaliGemma-style VLA built from configs, offline, for tests and benchmarks.
+"""Test policies, offline, for tests and benchmarks.
 
-`build_tiny_vla(dir)` writes a checkpoint directory exactly like a real one (config.json,
-model.safetensors, tokenizer.json, processor config) plus evalfleet's `evalfleet_policy.json`
-(action tokenizer settings and normalization statistics). Nothing is downloaded. Random
-weights: the actions are meaningless, but every code path of the adapter is real.
+`build_tiny_vla(dir)` writes a tiny PaliGemma-style checkpoint directory exactly like a real
+one (config.json, model.safetensors, tokenizer.json, processor config) plus evalfleet's
+`evalfleet_policy.json` (action tokenizer settings and normalization statistics). Nothing is
+downloaded. Random weights: the actions are meaningless, but every code path of the adapter
+is real.
+
+`ChunkedPolicy` (kind `chunked`): emits H x 7 ee_delta action chunks after a fixed
+`inference_ms` per batch, like a pi0/ACT-style model's timing without a model: for the
+episode loop's chunk execution, its tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import (
+    ActionChunk,
+    Chunking,
+    Policy,
+    PolicyBatchResult,
+    PolicyInput,
+    PolicyMetadata,
+    PolicyOutput,
+    check_inputs,
+    sha256_of,
+)
+from policies.oracle import space_io
+from robots.types import ActionSpace
 
 POLICY_FILE = "evalfleet_policy.json"
 
@@ -135,3 +160,70 @@ def build_tiny_vla(
     }
     (out / POLICY_FILE).write_text(json.dumps(policy, indent=2))
     return out
+
+
+class ChunkedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    horizon: int = Field(16, ge=1, le=1024, description="rows per chunk (H)")
+    execute_steps: int = Field(8, ge=1, description="rows executed before the next chunk")
+    inference_ms: float = Field(0.0, ge=0.0, le=60_000, description="model time per batch")
+    control_hz: float = Field(15.0, gt=0.0, le=1000.0)
+    temporal_ensemble: bool = False
+    terminate_after: int | None = Field(
+        None, ge=1, description="chunks after which a chunk asks to terminate (its last row)")
+    space: Literal["ee_delta", "joint_position"] = Field(
+        "ee_delta", description="ee_delta[7] or joint_position[7] (the sim's UR5e + gripper)")
+
+
+class ChunkedPolicy(Policy):
+    """ee_delta[7] chunks: row i moves dz = +0.001 * (i + 1) (tiny, within limits), gripper
+    open. joint_position[7] chunks: row i = the observed joints (the state's first six
+    values, the sim's joint state) with joint 0 moved by 0.001 * (i + 1) rad, gripper open.
+    `text` names the chunk's number within the arm's episode."""
+
+    needs_privileged = False
+
+    def __init__(self, options: ChunkedOptions | dict | None = None, name: str = "chunked") -> None:
+        o = options if isinstance(options, ChunkedOptions) else ChunkedOptions(**(options or {}))
+        if o.execute_steps > o.horizon:
+            raise ValueError(f"chunked policy: execute_steps {o.execute_steps} > horizon {o.horizon}")
+        self.options = o
+        config = {"kind": "chunked", **o.model_dump()}
+        self.metadata = PolicyMetadata(
+            name=name, version="1", kind="chunked",
+            action_space=ActionSpace(control_hz=o.control_hz), checksum=sha256_of(config),
+            config=config,
+            chunking=Chunking(o.horizon, o.execute_steps, o.temporal_ensemble),
+            io=space_io(o.space),
+        )
+        self.calls: dict[str, int] = {}
+
+    def reset(self, arm: str, instruction: str) -> None:
+        self.calls[arm] = 0
+
+    def act(self, inputs: Sequence[PolicyInput]) -> PolicyBatchResult:
+        t0 = time.perf_counter()
+        check_inputs(inputs, where="ChunkedPolicy.act")
+        o = self.options
+        if o.inference_ms:
+            time.sleep(o.inference_ms / 1000.0)  # the model's compute time, simulated
+        ramp = 0.001 * (np.arange(o.horizon) + 1)
+        rows = np.zeros((o.horizon, 7))
+        rows[:, 2] = ramp
+        rows[:, 6] = 1.0
+        outs = []
+        for x in inputs:
+            if o.space == "joint_position":
+                if len(x.proprio) < 6:
+                    raise ValueError(f"ChunkedPolicy.act: arm {x.arm!r} state has "
+                                     f"{len(x.proprio)} values; joint_position needs 6 joints")
+                rows = np.zeros((o.horizon, 7))
+                rows[:, :6] = np.asarray(x.proprio[:6], dtype=np.float64)
+                rows[:, 0] += ramp
+                rows[:, 6] = 1.0
+            n = self.calls.get(x.arm, 0)
+            self.calls[x.arm] = n + 1
+            term = o.terminate_after is not None and n + 1 >= o.terminate_after
+            chunk = ActionChunk(rows, o.control_hz, terminate_at=o.horizon - 1 if term else None)
+            outs.append(PolicyOutput(chunk=chunk, chunk_hz=o.control_hz, text=f"chunk {n}"))
+        return PolicyBatchResult(outs, time.perf_counter() - t0)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robots.protocol_actions import action_of, action_values
 from robots.types import CONTINUOUS_DIMS, Action, ActionSpace
 
 N_DIMS = len(CONTINUOUS_DIMS)
@@ -320,7 +321,7 @@ class ActionTokenizer:
         self, action: Action | Sequence[float], terminate: bool | None = None
     ) -> EncodedAction:
         if isinstance(action, Action):
-            values, term = action.continuous(), action.terminate
+            values, term = action_values(action), action.terminate
         else:
             values, term = tuple(action), False
         if terminate is not None:
@@ -336,7 +337,7 @@ class ActionTokenizer:
     def decode(self, bins: Sequence[int]) -> Action:
         _check_bins(bins, self.n_bins)
         v, t = self.decode_array(np.asarray([bins]))
-        return Action.from_continuous(tuple(v[0]), terminate=bool(t[0]))
+        return action_of(tuple(v[0]), terminate=bool(t[0]))
 
     def decode_ids(self, ids: Sequence[int]) -> Action:
         return self.decode(self.ids_to_bins(ids))

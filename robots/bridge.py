@@ -29,9 +29,9 @@ import zmq
 
 from robots import protocol as P
 from robots import safety as S
-from robots.drivers.base import NotReady, RobotDriver
+from robots.drivers.base import ArmCommand, NotReady, RobotDriver
 from robots.keys import CurveServerAuth, KeyFileError
-from robots.types import Action, SceneSpec
+from robots.spaces import SpaceKind
 
 log = logging.getLogger("evalfleet.bridge")
 
@@ -39,7 +39,7 @@ COUNTERS = (
     "requests", "acts_applied", "actions_clipped", "non_finite_refused", "stale_refused",
     "watchdog_holds", "hold_commands", "estops", "rearms", "refused_estopped",
     "refused_not_in_episode", "unauthorized", "malformed", "driver_errors", "refused_total",
-    "frames_published",
+    "frames_published", "refused_not_ready",
 )
 #: reported in every reply (non-zero ones only); all counters are in status
 INTERVENTIONS = (
@@ -83,13 +83,16 @@ class BridgeConfig:
     ready_file: Path | None = None  # JSON {endpoint, pub_endpoint, session_id, pid} once bound
 
 
-def _peek_id(body: list[zmq.Frame]) -> int | None:
-    """The id of a refused request, if its header is readable (so the client can match it)."""
+def _peek(body: list[zmq.Frame]) -> tuple[int | None, int]:
+    """(id, version) of a refused request, as far as its header is readable, so the client
+    can match the reply and read it in its own version (else the lowest we speak)."""
     try:
-        rid = P.unpack_header(body[0].buffer).get("id")
+        h = P.unpack_header(body[0].buffer)
     except (P.ProtocolError, IndexError):
-        return None
-    return rid if type(rid) is int and 0 <= rid <= P.MAX_ID else None
+        return None, P.MIN_VERSION
+    rid, ver = h.get("id"), h.get("v")
+    return (rid if type(rid) is int and 0 <= rid <= P.MAX_ID else None,
+            ver if type(ver) is int and ver in P.SUPPORTED_VERSIONS else P.MIN_VERSION)
 
 
 class BridgeServer:
@@ -155,6 +158,14 @@ class BridgeServer:
             self._teardown()
             raise
         self._encodings = {c.name: c.encoding for c in self._caps.cameras}
+        self._spec = self._caps.action_spec
+        self._v1_ok = P.v1_compatible(self._caps)
+        #: the versions this bridge serves its arm in (v1 only expresses RT-2-shaped arms)
+        self._versions = [v for v in sorted(P.SUPPORTED_VERSIONS) if v != P.V1 or self._v1_ok]
+        names = self._caps.state.names
+        self._ee_idx = (tuple(names.index(n) for n in ("ee_x", "ee_y", "ee_z"))  # workspace clip
+                        if self._spec.kind is SpaceKind.EE_DELTA and {"ee_x", "ee_y", "ee_z"} <= set(names)
+                        else None)
         self._thread = threading.Thread(target=self._run, name="bridge-control", daemon=True)
         self._thread.start()
         if self.config.ready_file:
@@ -163,8 +174,9 @@ class BridgeServer:
             tmp = Path(f"{self.config.ready_file}.tmp")
             tmp.write_text(json.dumps(info))
             tmp.replace(self.config.ready_file)
-        log.info("bridge %s serving %s on %s (stream %s, curve %s)", self.session_id, self._caps.driver,
-                 self.endpoint, self.pub_endpoint, self._curve is not None)
+        log.info("bridge %s serving %s (%s, protocol versions %s) on %s (stream %s, curve %s)", self.session_id,
+                 self._caps.driver, self._spec.label, self._versions, self.endpoint, self.pub_endpoint,
+                 self._curve is not None)
 
     def _socket(self, kind: int) -> zmq.Socket:
         s = self._ctx.socket(kind)
@@ -269,7 +281,7 @@ class BridgeServer:
         envelope, body = parts[:1], parts[1:]
         if len(body) >= 2 and len(body[0]) == 0:  # REQ client: echo the empty delimiter
             envelope, body = parts[:2], parts[2:]
-        rtype = rid = None
+        rtype = rid = ver = None
         buffers: list[Any] = []
         try:
             if not body:
@@ -277,19 +289,29 @@ class BridgeServer:
             if self._curve is not None and not self._curve.allowed(body[0]):
                 raise Refusal(_ERR.UNAUTHORIZED, "sender's CURVE key is not on this bridge's allow list",
                               "unauthorized")
-            req = P.decode_request([body[0].buffer, *body[1:]])
-            rtype, rid = req.type, req.id
+            req = P.decode_request([body[0].buffer, *body[1:]], self._spec)
+            rtype, rid, ver = req.type, req.id, req.v
+            if ver == P.V1 and not self._v1_ok and rtype in P.V1_NEEDS_RT2_ARM:
+                raise P.ProtocolError(f"this arm accepts {self._spec.label}: protocol v1 only expresses "
+                                      "ee_delta[7] with the ee state; speak protocol v2",
+                                      _ERR.UNSUPPORTED_VERSION, rid)
             fields, buffers = self._handlers[rtype](req, recv_ns)
             ok = True
         except (P.ProtocolError, Refusal) as e:
             counter = "malformed" if e.code in P.MALFORMED_CODES else getattr(e, "counter", None)
-            if rid is None:
-                rid = e.request_id if isinstance(e, P.ProtocolError) else _peek_id(body)
+            if rid is None or ver is None:
+                peek_id, peek_v = _peek(body)
+                rid = rid if rid is not None else (e.request_id if isinstance(e, P.ProtocolError) and
+                                                   e.request_id is not None else peek_id)
+                ver = ver if ver is not None else peek_v
             if counter:
                 self._bump(counter)
             self._bump("refused_total")
             ok, buffers = False, []
             fields = {"code": str(e.code), "message": str(e)[:1000], "request_type": rtype}
+            if e.code is _ERR.UNSUPPORTED_VERSION:
+                ver = P.MIN_VERSION
+                fields["versions"] = self._versions
         except Exception as e:  # a driver failure: hold, report, keep serving
             self._bump("driver_errors")
             self._bump("refused_total")
@@ -303,7 +325,8 @@ class BridgeServer:
               "in_episode": self._episode is not None,
               "counters": self._sparse}  # non-zero interventions only: absent means 0
         h = P.reply_header(rtype if ok else "error", rid, ok, self.session_id,
-                           (recv_ns, time.monotonic_ns(), time.time_ns()), st, fields)
+                           (recv_ns, time.monotonic_ns(), time.time_ns()), st, fields,
+                           ver if ver is not None else P.MIN_VERSION)
         # Small parts are copied. Frames below zero_copy_min_bytes are copied too: measured
         # faster than pyzmq's zero-copy path, which wakes its garbage-collector thread per send.
         big = self.config.zero_copy_min_bytes
@@ -320,17 +343,17 @@ class BridgeServer:
 
     # --- observations and the live stream ---------------------------------------------
 
-    def _observe(self) -> tuple[dict, dict]:
+    def _observe(self, version: int = P.PROTOCOL_VERSION) -> tuple[dict, dict]:
         d = self.driver.observe()
         self._obs_seq += 1
         self._last_proprio = proprio = tuple(d.proprio)
         obs = P.observation_wire(self._obs_seq, time.monotonic_ns(), time.time_ns(), proprio, d.sim_success,
-                                 self._episode or "", d.info)
+                                 self._episode or "", d.info, version)
         self._last_obs = (obs, d.frames)
         return obs, d.frames
 
-    def _obs_fields(self) -> tuple[dict, list]:
-        obs, frames = self._observe()
+    def _obs_fields(self, version: int) -> tuple[dict, list]:
+        obs, frames = self._observe(version)
         descs, bufs = P.pack_frames(frames, self._encodings, 1, self.config.jpeg_quality)
         return {"obs": obs, "frames": descs}, bufs
 
@@ -341,7 +364,7 @@ class BridgeServer:
         self._last_pub_ns = now
         for cam, img in frames.items():
             descs, bufs = P.pack_frames({cam: img}, self._encodings, 1, self.config.jpeg_quality)
-            header = {"v": P.PROTOCOL_VERSION, "sid": self.session_id, "seq": obs["seq"], "mono_ns": obs["mono_ns"],
+            header = {"v": P.V1, "sid": self.session_id, "seq": obs["seq"], "mono_ns": obs["mono_ns"],
                       "wall_ns": obs["wall_ns"], "pub_wall_ns": time.time_ns(), "episode_id": obs["episode_id"],
                       "frame": descs[0]}
             try:
@@ -375,8 +398,8 @@ class BridgeServer:
     # --- request handlers: (request, recv_ns) -> (reply fields, buffers) ---------------
 
     def _do_hello(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
-        return {"session_id": self.session_id, "versions": sorted(P.SUPPORTED_VERSIONS),
-                "capabilities": P.capabilities_to_wire(self._caps),
+        return {"session_id": self.session_id, "versions": self._versions,
+                "capabilities": P.capabilities_to_wire(self._caps, req.v),
                 "watchdog_ms": float(self.config.watchdog_ms),
                 "max_command_age_ms": float(self.config.max_command_age_ms),
                 "stream": {"endpoint": self.pub_endpoint, "fps": float(self.config.stream_fps)}}, []
@@ -385,22 +408,27 @@ class BridgeServer:
         if self._estop.latched:
             raise Refusal(_ERR.ESTOPPED, "e-stop latched: re-arm before reset", "refused_estopped")
         try:
-            scene = SceneSpec.from_dict(req.fields["scene"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise P.ProtocolError(f"reset: bad scene: {type(e).__name__}: {e}", request_id=req.id) from None
+            scene = P.scene_from_wire(req.fields["scene"])
+        except P.ProtocolError as e:
+            raise P.ProtocolError(f"reset: bad scene: {e}", request_id=req.id) from None
         if self._episode is not None:
             self._safe_hold()
         self._episode = None
-        self._wd = S.watchdog_disarm(self._wd)
+        self._wd = S.watchdog_disarm(self._wd)  # armed again by the episode's first act
         result = self.driver.reset(scene)
         eid = req.fields["episode_id"]
         if result.ready:
             self._episode, self._seq, self._last_proprio = eid, S.SeqState(), None
-            self._wd = S.watchdog_arm(self._wd, time.monotonic_ns())
         return {"ready": result.ready, "instructions": result.instructions, "episode_id": eid}, []
 
     def _do_observe(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
-        return self._obs_fields()
+        try:
+            return self._obs_fields(req.v)
+        except NotReady as e:  # nothing to show yet (no scene): not a fault, the arm is not held
+            log.debug("observe before the first reset: %s", e)
+            code = _ERR.NOT_READY if req.v >= P.V2 else _ERR.DRIVER_ERROR
+            raise Refusal(code, f"not ready: {e or 'nothing to observe yet'}: reset first",
+                          "refused_not_ready") from None
 
     def _do_act(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:
         f = req.fields
@@ -413,27 +441,30 @@ class BridgeServer:
         if verdict is not S.CommandVerdict.OK:
             raise Refusal(_ERR.STALE_COMMAND, f"command dropped ({verdict}): seq {f['seq']}, last executed "
                           f"{self._seq.last_seq}", "stale_refused")
-        values = f["action"]
+        values, terminate = P.act_command(req)
         if not S.is_finite_values(values):
-            raise Refusal(_ERR.NON_FINITE, f"action has NaN/inf: {values}", "non_finite_refused")
-        if self._last_proprio is None:
-            self._observe()
-        ee = self._last_proprio[:3] if len(self._last_proprio) >= 3 else None
+            raise Refusal(_ERR.NON_FINITE, f"action has NaN/inf: {list(values)}", "non_finite_refused")
+        ee, idx = None, self._ee_idx
+        if idx is not None:  # ee_delta steps stay inside the workspace, from the latest ee position
+            if self._last_proprio is None:
+                self._observe(req.v)
+            last = self._last_proprio
+            if last is not None and max(idx) < len(last):
+                ee = tuple(last[i] for i in idx)
         try:
-            clip = S.clip_action(Action(values[0] >= 0.5, *values[1:]), self._caps.action_space,
-                                 self._caps.workspace, ee)
+            clip = S.clip_command(values, self._spec, self._caps.workspace, ee)
         except S.NonFiniteAction as e:
             raise Refusal(_ERR.NON_FINITE, str(e), "non_finite_refused") from None
-        self.driver.apply(clip.action)
+        self.driver.apply_command(ArmCommand(clip.values, terminate))
         self._seq = S.accept_seq(self._seq, f["seq"])
+        if not self._wd.armed:  # the episode's first act arms the watchdog (not reset)
+            self._wd = S.watchdog_arm(self._wd, recv_ns)
         self._wd = S.watchdog_feed(self._wd, recv_ns)
         self._bump("acts_applied")
         if clip.any_clipped:
             self._bump("actions_clipped")
-        out, bufs = self._obs_fields()
-        a = clip.action
-        out["applied"] = [1.0 if a.terminate else 0.0, a.dx, a.dy, a.dz, a.droll, a.dpitch, a.dyaw, a.gripper]
-        out["clipped"] = list(clip.clipped)
+        out, bufs = self._obs_fields(req.v)
+        out.update(P.act_reply_fields(req.v, clip.values, terminate, clip.clipped))
         return out, bufs
 
     def _do_hold(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:

@@ -41,19 +41,42 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def parse_camera(text: str, default: tuple[int, int] | None = None) -> tuple[str, int, int]:
+    """'wrist' or 'wrist=128x96' (WIDTHxHEIGHT) -> (name, height, width); no size: `default`
+    (height, width), else 256x256."""
+    name, _, size = text.partition("=")
+    if not name.strip():
+        raise typer.BadParameter(f"camera {text!r}: use NAME or NAME=WIDTHxHEIGHT, e.g. wrist=128x128")
+    h, w = parse_size(size) if size else (default or (256, 256))
+    return name.strip(), h, w
+
+
 def make_driver(name: str, image_size: tuple[int, int] | None = None, replay: Path | None = None,
-                replay_loop: bool = False):
+                replay_loop: bool = False, *, space: str | None = None,
+                cameras: list[str] | None = None, max_joint_speed: float | None = None):
     """'sim' | 'replay' | 'package.module:Factory' (image_size passed if the factory takes it).
-    Drivers are imported lazily: the sim's renderer is not loaded for a real arm."""
+    Drivers are imported lazily: the sim's renderer is not loaded for a real arm. `space`,
+    `cameras` ('NAME[=WxH]') and `max_joint_speed` are the sim's options."""
+    if name != "sim" and (space or cameras or max_joint_speed is not None):
+        raise typer.BadParameter("--space, --camera and --max-joint-speed are options of "
+                                 "--driver sim only")
     if name == "sim":
         from dataclasses import replace
 
+        from robots.drivers.base import CameraSpec
         from robots.drivers.sim import SimDriver, SimOptions
 
         opts = SimOptions()
         if image_size is not None:
             h, w = image_size
             opts = replace(opts, cameras=tuple(replace(c, height=h, width=w) for c in opts.cameras))
+        if cameras:
+            specs = [parse_camera(c, image_size) for c in cameras]
+            opts = replace(opts, cameras=tuple(CameraSpec(n, h, w) for n, h, w in specs))
+        if space:
+            opts = replace(opts, space=space)  # type: ignore[arg-type]
+        if max_joint_speed is not None:
+            opts = replace(opts, max_joint_speed=max_joint_speed)
         return SimDriver(opts)
     if name == "replay":
         if replay is None:
@@ -94,6 +117,11 @@ def serve(
     allow_dir: Annotated[Path | None, typer.Option(help="dir of allowed client public .key files")] = None,
     ready_file: Annotated[Path | None, typer.Option(help="write endpoints as JSON here once serving")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING | ERROR")] = "INFO",
+    space: Annotated[str | None, typer.Option(help="sim: ee_delta (default) | joint_position")] = None,
+    camera: Annotated[list[str] | None, typer.Option(
+        help="sim: a camera NAME[=WIDTHxHEIGHT] (main/front, wrist); repeat for several")] = None,
+    max_joint_speed: Annotated[float | None, typer.Option(
+        help="sim joint_position: max joint speed, rad/s")] = None,
 ) -> None:
     """Serve one arm until SIGINT/SIGTERM."""
     from robots.bridge import BridgeConfig, BridgeConfigError, BridgeServer, CurveServerConfig
@@ -108,7 +136,11 @@ def serve(
     cfg = BridgeConfig(bind=bind, pub_bind=pub_bind, watchdog_ms=watchdog_ms,
                        max_command_age_ms=max_command_age_ms, stream_fps=stream_fps, curve=curve,
                        ready_file=ready_file)
-    drv = make_driver(driver, parse_size(image_size) if image_size else None, replay, replay_loop)
+    try:
+        drv = make_driver(driver, parse_size(image_size) if image_size else None, replay,
+                          replay_loop, space=space, cameras=camera, max_joint_speed=max_joint_speed)
+    except ValueError as e:  # SimOptions: an unknown camera or space, a size out of range
+        raise typer.BadParameter(str(e)) from e
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -3,16 +3,23 @@
 - DEALER socket, never REQ: a lost reply cannot wedge it. Every call has a deadline and
   raises BridgeTimeout when it passes; the socket is then replaced by a fresh one (libzmq
   reconnects with exponential backoff, reconnect_ivl..reconnect_ivl_max), and late replies
-  to earlier requests are discarded by request id.
+  to earlier requests are discarded by request id (robots/deadline.py, shared with the
+  policy data plane's client).
 - A restarted bridge (new session id) raises BridgeRestarted once; `restarted` stays set.
 - Frames are received zero-copy: numpy arrays are read-only views of the ZeroMQ buffers.
 - Nothing is retried automatically: an `act` must never be executed twice.
+- Versions (docs/protocol.md section 3): `hello()` offers protocol v2 and falls back to v1
+  against a v1-only bridge; every later request speaks the negotiated version. A reset,
+  observe or act before any hello negotiates first; hold/estop/rearm/status/heartbeat/
+  end_episode/privileged before a hello speak v1, which every bridge understands.
+- Every exception raised here pickles (it crosses Ray): code, message and endpoint survive.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -22,17 +29,32 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from robots import protocol as P
+from robots.deadline import DeadlineDealer, DeadlinePassed
 from robots.drivers.base import Capabilities, ResetResult
 from robots.keys import load_public, load_secret
+from robots.spaces import SpaceKind
 from robots.types import Action, Observation, SceneSpec
+
+#: What the reference client speaks, preferred first.
+CLIENT_VERSIONS: tuple[int, ...] = (P.V2, P.V1)
+#: Requests that mean the same in every version: sent in v1 before a hello negotiated.
+_VERSIONLESS = frozenset({"hold", "estop", "rearm", "status", "heartbeat", "end_episode", "privileged"})
 
 
 class BridgeError(RuntimeError):
-    """Talking to a bridge failed. `endpoint` says which bridge."""
+    """Talking to a bridge failed. `endpoint` says which bridge. Pickles with its fields
+    (exceptions cross Ray; the default pickling would call __init__ with the message only)."""
 
     def __init__(self, message: str, endpoint: str = ""):
         super().__init__(message)
         self.endpoint = endpoint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.message, self.endpoint)
 
 
 class BridgeTimeout(BridgeError):
@@ -46,13 +68,22 @@ class BridgeRestarted(BridgeError):
         super().__init__(message, endpoint)
         self.old_session, self.new_session = old_session, new_session
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.message, self.endpoint, self.old_session, self.new_session)
+
 
 class BridgeCommandError(BridgeError):
-    """The bridge refused a request: `code` is a protocol ErrorCode (ESTOPPED, NON_FINITE, ...)."""
+    """The bridge refused a request: `code` is a protocol ErrorCode (ESTOPPED, NON_FINITE, ...);
+    str(e) says which bridge, which request, the code and the arm's own message.
+    `versions`: what the bridge speaks, on UNSUPPORTED_VERSION."""
 
-    def __init__(self, message: str, endpoint: str, code: str, summary: P.SafetySummary | None):
+    def __init__(self, message: str, endpoint: str, code: str, summary: P.SafetySummary | None = None,
+                 versions: tuple[int, ...] = ()):
         super().__init__(message, endpoint)
-        self.code, self.summary = code, summary
+        self.code, self.summary, self.versions = code, summary, versions
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.message, self.endpoint, self.code, self.summary, self.versions)
 
 
 class BridgeAuthError(BridgeError):
@@ -68,7 +99,8 @@ class CurveClientKeys:
 @dataclass(frozen=True)
 class HelloInfo:
     session_id: str
-    versions: tuple[int, ...]
+    versions: tuple[int, ...]  # what the bridge speaks
+    version: int  # what this client and the bridge negotiated (docs/protocol.md section 3)
     capabilities: Capabilities
     watchdog_ms: float
     max_command_age_ms: float
@@ -79,11 +111,17 @@ class HelloInfo:
 
 @dataclass(frozen=True)
 class ActResult:
-    applied: Action  # what the arm actually executed (after clipping)
-    clipped: tuple[bool, ...]  # per continuous dimension
-    observation: Observation  # taken right after applying
+    applied: tuple[float, ...]  # what the arm actually executed (after clipping), declared space
+    clipped: tuple[bool, ...]  # one flag per dimension of the declared space
+    observation: Observation  # taken right after applying: the next step's observation
     summary: P.SafetySummary
     timing: P.ServerTiming
+    terminate: bool = False  # the episode ends after this step (echoed by the bridge)
+
+    @property
+    def action(self) -> Action:
+        """`applied` as an RT-2 Action (ee_delta arms: 7 values)."""
+        return P.action_of(self.applied, terminate=self.terminate)
 
 
 @dataclass(frozen=True)
@@ -119,15 +157,15 @@ class BridgeClient:
         self._ctx = context or zmq.Context()
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._sock: zmq.Socket | None = None
         self._mon: zmq.Socket | None = None
-        self._rcvtimeo = -1
+        self._dealer = DeadlineDealer(self._ctx, endpoint, configure=self._configure,
+                                      before_close=self._before_close)
         self.session_id: str | None = None
+        self.version: int | None = None  # negotiated by hello()
+        self.capabilities: Capabilities | None = None  # from the last hello()
         self.restarted = False
         self.episode_id: str | None = None
         self.clock_offset_ns = 0
-        self.late_replies = 0
-        self.timeouts = 0
         self.last_timing: P.ServerTiming | None = None
         self.last_summary: P.SafetySummary | None = None
         if curve is not None:  # fail now, with the file name, rather than at first call
@@ -141,33 +179,36 @@ class BridgeClient:
         self.close()
 
     def close(self) -> None:
-        self._drop_socket()
+        self._dealer.close()
         if self._own_ctx:
             self._ctx.term()
 
-    def _socket(self) -> zmq.Socket:
-        if self._sock is None:
-            s = self._ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.reconnect_ivl, s.reconnect_ivl_max = 100, 5000
-            s.rcvhwm = s.sndhwm = 16
-            _apply_curve(s, self.curve)
-            if self.curve is not None:
-                self._mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            s.connect(self.endpoint)
-            self._sock, self._rcvtimeo = s, -1
-        return self._sock
+    @property
+    def late_replies(self) -> int:
+        """Replies to earlier, timed-out requests that were discarded."""
+        return self._dealer.late_replies
 
-    def _drop_socket(self) -> None:
-        if self._sock is not None:
-            if self._mon is not None:
-                self._sock.disable_monitor()
-                self._mon.close(linger=0)
-                self._mon = None
-            self._sock.close(linger=0)
-            self._sock = None
+    @property
+    def timeouts(self) -> int:
+        return self._dealer.timeouts
+
+    def _socket(self) -> zmq.Socket:
+        return self._dealer.socket()
+
+    def _configure(self, s: zmq.Socket) -> None:
+        s.reconnect_ivl, s.reconnect_ivl_max = 100, 5000
+        s.rcvhwm = s.sndhwm = 16
+        _apply_curve(s, self.curve)
+        if self.curve is not None:
+            self._mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+    def _before_close(self, s: zmq.Socket) -> None:
+        if self._mon is not None:
+            s.disable_monitor()
+            self._mon.close(linger=0)
+            self._mon = None
 
     def _auth_failure(self) -> str | None:
         if self._mon is None:
@@ -179,48 +220,46 @@ class BridgeClient:
 
     # --- the one request path -------------------------------------------------------------
 
-    def request(self, rtype: str, fields: dict[str, Any] | None = None, timeout_ms: int | None = None) -> P.Reply:
-        """Send one request and wait for its reply (raises BridgeError subclasses)."""
+    def _version_for(self, rtype: str) -> int:
+        if self.version is None:
+            if rtype in _VERSIONLESS:
+                return P.V1
+            self.hello()
+        assert self.version is not None
+        return self.version
+
+    def request(self, rtype: str, fields: dict[str, Any] | None = None, timeout_ms: int | None = None,
+                v: int | None = None) -> P.Reply:
+        """Send one request and wait for its reply (raises BridgeError subclasses). `v`: the
+        protocol version (default: the negotiated one)."""
+        ver = self._version_for(rtype) if v is None else v
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
         rid = next(self._ids)
-        sock = self._socket()
-        try:
-            sock.send(P.pack_header({"v": P.PROTOCOL_VERSION, "type": rtype, "id": rid, **(fields or {})}), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # queue full (bridge unreachable): the deadline below reports it
-        deadline = time.monotonic() + timeout / 1000
-        wait_ms = timeout
-        while True:
-            if wait_ms <= 0:
-                self._timeout(rtype, rid, timeout)
-            if wait_ms != self._rcvtimeo:  # a setsockopt per call costs more than this check
-                sock.rcvtimeo = self._rcvtimeo = wait_ms
-            try:
-                parts = sock.recv_multipart(copy=False)
-            except zmq.Again:
-                self._timeout(rtype, rid, timeout)
+
+        def decode(parts: list[Any]) -> tuple[int | None, P.Reply]:
             try:
                 reply = P.decode_reply(parts)
             except P.ProtocolError as e:
                 raise BridgeError(f"bridge at {self.endpoint} sent an undecodable reply to {rtype}: {e}; "
-                                  "is it an evalfleet bridge speaking protocol "
-                                  f"v{P.PROTOCOL_VERSION}?", self.endpoint) from e
-            if reply.id != rid:
-                self.late_replies += 1  # a reply to an earlier, timed-out request
-                wait_ms = int((deadline - time.monotonic()) * 1000)
-                continue
-            return self._check(rtype, reply)
+                                  f"is it an evalfleet bridge speaking protocol v{ver}?", self.endpoint) from e
+            return reply.id, reply
 
-    def _timeout(self, rtype: str, rid: int, timeout: int) -> None:
-        auth = self._auth_failure()
-        self._drop_socket()  # fresh socket next call; late replies can't reach it
-        self.timeouts += 1
+        header = P.pack_header({"v": ver, "type": rtype, "id": rid, **(fields or {})})
+        try:
+            reply = self._dealer.request([header], rid, timeout / 1000, decode, diagnose=self._auth_failure)
+        except DeadlinePassed as e:
+            raise self._timeout(rtype, rid, timeout, e.detail) from None
+        return self._check(rtype, reply)
+
+    def _timeout(self, rtype: str, rid: int, timeout: int, auth: str | None) -> BridgeError:
+        """The dealer already closed the socket: the next call reconnects on a fresh one."""
         if auth is not None:
-            raise BridgeAuthError(
+            assert self.curve is not None
+            return BridgeAuthError(
                 f"bridge at {self.endpoint} rejected the CURVE handshake ({auth}): copy this client's "
                 f"public key ({self.curve.client_secret_file.with_suffix('.key')}) into the bridge's "
                 "allow dir and check the bridge public key file", self.endpoint)
-        raise BridgeTimeout(
+        return BridgeTimeout(
             f"no reply from bridge at {self.endpoint} to {rtype} #{rid} within {timeout} ms: is the bridge "
             "process running and reachable (and, with CURVE, is this client's key allow-listed)? "
             "The next call reconnects on a fresh socket.", self.endpoint)
@@ -237,40 +276,66 @@ class BridgeClient:
             self.session_id = reply.sid
         if not reply.ok:
             code = str(reply.fields.get("code", "?"))
+            vs = reply.fields.get("versions")
+            versions = tuple(x for x in vs if type(x) is int) if isinstance(vs, list) else ()
             raise BridgeCommandError(f"bridge at {self.endpoint} refused {rtype}: {code}: "
-                                     f"{reply.fields.get('message', '')}", self.endpoint, code, reply.summary)
+                                     f"{reply.fields.get('message', '')}", self.endpoint, code, reply.summary,
+                                     versions)
         return reply
 
-    def _timed(self, rtype: str, fields: dict | None = None) -> P.Reply:
+    def _timed(self, rtype: str, fields: dict | None = None, v: int | None = None) -> P.Reply:
         t0 = time.time_ns()
-        reply = self.request(rtype, fields)
+        reply = self.request(rtype, fields, v=v)
         t1 = time.time_ns()
         self.clock_offset_ns = reply.timing.wall_ns - (t0 + t1) // 2
         return reply
 
     def _observation(self, reply: P.Reply) -> Observation:
+        caps = self.capabilities
+        dim = len(caps.state.names) if caps is not None and reply.v >= P.V2 else None
         try:
             frames = P.unpack_frames(reply.fields.get("frames", []), (None, *reply.buffers))
-            return P.observation_from_wire(reply.fields.get("obs"), frames)
+            return P.observation_from_wire(reply.fields.get("obs"), frames, reply.v, dim)
         except P.ProtocolError as e:
             raise BridgeError(f"bridge at {self.endpoint} sent a bad observation: {e}", self.endpoint) from e
 
     # --- calls ------------------------------------------------------------------------
 
-    def hello(self) -> HelloInfo:
-        f = self._timed("hello", {"client": self.name}).fields
+    def hello(self, versions: tuple[int, ...] = CLIENT_VERSIONS) -> HelloInfo:
+        """Negotiate (offer the highest of `versions`; on UNSUPPORTED_VERSION take the highest
+        one both speak) and read the capabilities. Sets `version` and `capabilities`."""
+        offer = sorted(set(versions), reverse=True)
+        ver = offer[0]
+        while True:
+            try:
+                reply = self._timed("hello", {"client": self.name}, v=ver)
+                break
+            except BridgeCommandError as e:
+                if e.code != P.ErrorCode.UNSUPPORTED_VERSION:
+                    raise
+                lower = [x for x in offer if x < ver and (not e.versions or x in e.versions)]
+                if not lower:
+                    raise BridgeCommandError(
+                        f"bridge at {self.endpoint} speaks protocol versions {list(e.versions) or '?'}, this "
+                        f"client {offer}: no version in common ({e.message})", self.endpoint, e.code, e.summary,
+                        e.versions) from None
+                ver = lower[0]
+        f = reply.fields
         try:
-            caps = P.capabilities_from_wire(f.get("capabilities"))
+            caps = P.capabilities_from_wire(f.get("capabilities"), reply.v)
         except P.ProtocolError as e:
-            raise BridgeError(f"bridge at {self.endpoint} sent bad capabilities: {e}", self.endpoint) from e
+            raise BridgeError(f"bridge at {self.endpoint} sent bad capabilities (protocol v{reply.v}): {e}",
+                              self.endpoint) from e
+        self.version, self.capabilities = reply.v, caps
         stream = f.get("stream") or {}
-        return HelloInfo(str(f.get("session_id")), tuple(f.get("versions", ())), caps,
+        return HelloInfo(str(f.get("session_id")), tuple(f.get("versions", ())), reply.v, caps,
                          float(f.get("watchdog_ms", 0)), float(f.get("max_command_age_ms", 0)),
                          stream.get("endpoint"), float(stream.get("fps") or 0), self.clock_offset_ns)
 
     def reset(self, scene: SceneSpec | dict, episode_id: str) -> ResetResult:
-        d = scene.to_dict() if isinstance(scene, SceneSpec) else dict(scene)
-        f = self.request("reset", {"scene": d, "episode_id": episode_id}).fields
+        """Set the scene up; a refusal raises BridgeCommandError with the arm's code and message.
+        A dict scene is sent as it is (the bridge ignores keys it does not know)."""
+        f = self.request("reset", {"scene": P.scene_to_wire(scene), "episode_id": episode_id}).fields
         if f.get("ready"):
             self.episode_id = episode_id
         return ResetResult(bool(f.get("ready")), str(f.get("instructions", "")))
@@ -278,23 +343,35 @@ class BridgeClient:
     def observe(self) -> Observation:
         return self._observation(self.request("observe"))
 
-    def act(self, action: Action | list[float] | tuple[float, ...], *, seq: int | None = None,
-            sent_wall_ns: int | None = None, episode_id: str | None = None) -> ActResult:
-        """One control step: the bridge clips and applies, then returns the next observation.
-        seq/sent_wall_ns default to an increasing counter and now (in the server's clock)."""
-        vals = ([1.0 if action.terminate else 0.0, *action.continuous()] if isinstance(action, Action)
-                else [float(v) for v in action])
-        fields = {"action": vals, "seq": next(self._seq) if seq is None else seq,
-                  "sent_wall_ns": time.time_ns() + self.clock_offset_ns if sent_wall_ns is None else sent_wall_ns,
-                  "episode_id": episode_id if episode_id is not None else (self.episode_id or "")}
-        reply = self.request("act", fields)
+    def act(self, action: Action | Sequence[float] | np.ndarray, terminate: bool = False, *,
+            seq: int | None = None, sent_wall_ns: int | None = None, episode_id: str | None = None) -> ActResult:
+        """One control step in the arm's declared space (`capabilities.action_spec`): a vector
+        of its D values (or an RT-2 Action on an ee_delta[7] arm) and the terminate flag. The
+        bridge clips and applies it and returns the observation right after: the next step's
+        observation, one round trip per step. seq/sent_wall_ns default to an increasing
+        counter and now (in the server's clock)."""
+        ver = self._version_for("act")
+        if isinstance(action, Action):
+            spec = self.capabilities.action_spec if self.capabilities is not None else None
+            if spec is not None and (spec.kind is not SpaceKind.EE_DELTA or spec.dim != 7):
+                raise ValueError(f"an RT-2 Action needs an ee_delta[7] arm; the arm at {self.endpoint} accepts "
+                                 f"{spec.label}: pass its {spec.dim} values")
+            values: Sequence[float] = P.action_values(action)
+            terminate = terminate or action.terminate
+        elif isinstance(action, (list, tuple)):
+            values = action
+        else:
+            values = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+        fields = P.act_request_fields(
+            ver, values, terminate, next(self._seq) if seq is None else seq,
+            time.time_ns() + self.clock_offset_ns if sent_wall_ns is None else sent_wall_ns,
+            episode_id if episode_id is not None else (self.episode_id or ""))
+        reply = self.request("act", fields, v=ver)
         try:
-            a = P.v_action8(reply.fields.get("applied"), "applied")
-            clipped = tuple(P.v_flags7(reply.fields.get("clipped"), "clipped"))
+            applied, term, clipped = P.act_reply_from_wire(reply.fields, reply.v, len(values))
         except P.ProtocolError as e:
             raise BridgeError(f"bridge at {self.endpoint} sent a bad act reply: {e}", self.endpoint) from e
-        return ActResult(Action(a[0] >= 0.5, *a[1:]), clipped, self._observation(reply), reply.summary,
-                         reply.timing)
+        return ActResult(applied, clipped, self._observation(reply), reply.summary, reply.timing, term)
 
     def hold(self) -> P.SafetySummary:
         return self.request("hold").summary

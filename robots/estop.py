@@ -16,7 +16,9 @@ from pathlib import Path
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1  # robots.protocol.PROTOCOL_VERSION (kept equal by a unit test)
+#: The e-stop speaks protocol v1: `estop` is the same in every version, and v1 reaches every
+#: bridge, old or new (docs/protocol.md section 3). A test keeps it in SUPPORTED_VERSIONS.
+PROTOCOL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,11 @@ def estop_one(target: StopTarget, reason: str, timeout_ms: int = 500,
             return f"FAILED: no answer from {target.endpoint} within {timeout_ms} ms"
         parts = sock.recv_multipart()
         header = msgpack.unpackb(parts[-1] if parts[0] == b"" else parts[0], raw=False)
-        if header.get("ok") and (header.get("status") or {}).get("estopped", True):
-            return "e-stopped"
+        st = header.get("st") if isinstance(header, dict) else None
+        if header.get("ok") and isinstance(st, dict) and st.get("estopped") is True:
+            return "e-stopped"  # the reply's safety summary shows the latch engaged
+        if header.get("ok"):
+            return f"FAILED: bridge acknowledged the estop but its reply does not show the latch: st={st!r}"
         return f"FAILED: bridge answered {header.get('code')}: {header.get('message')}"
     except Exception as e:  # noqa: BLE001 - reported per arm; an e-stop path must not raise
         return f"FAILED: {e.__class__.__name__}: {e}"

@@ -4,9 +4,12 @@ The BridgeServer owns one of each state value and replaces it on every event; th
 passes the time in (monotonic or wall nanoseconds, as each function says), so every rule
 here is unit-tested without sockets or sleeps.
 
-- clip_action: per-step limits, then the workspace box given the current end-effector
-  position; NaN/inf are refused (NonFiniteAction), never clipped into range.
-- watchdog: armed during an episode, fires once after watchdog_ms without a valid command.
+- clip_command: any declared action space (robots.spaces.ActionSpec): per-step limits, then,
+  for ee_delta, the workspace box given the current end-effector position. NaN/inf are
+  refused (NonFiniteAction), never clipped into range; finite values of any size are clipped.
+  clip_action is the same for an RT-2 Action (version-1 layout).
+- watchdog: armed by an episode's first accepted act (not by reset), fires once after
+  watchdog_ms without a valid command.
 - e-stop latch: only an explicit re-arm releases it.
 - command checks: seq must strictly increase; commands older than max_command_age_ms
   (or dated that far in the future) are dropped instead of executed late.
@@ -19,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from robots.protocol_actions import action_values
+from robots.spaces import ActionSpec, SpaceKind
 from robots.types import CONTINUOUS_DIMS, Action, ActionSpace, Workspace
 
 N_CONT = len(CONTINUOUS_DIMS)  # dx dy dz droll dpitch dyaw gripper
@@ -38,13 +43,59 @@ class ClipResult:
         return any(self.clipped)
 
 
-def is_finite_values(values: tuple[float, ...] | list[float]) -> bool:
-    """False if any value is NaN or +-inf (or the values are so large their sum overflows,
-    which is refused as well: no arm takes a 1e308 m step)."""
+def is_finite_values(values: Sequence[float]) -> bool:
+    """False if any value is NaN or +-inf (or not a number). Large finite values are finite:
+    they are clipped, not refused."""
     try:
-        return math.isfinite(sum(values))
+        return all(map(math.isfinite, values))
     except TypeError:
         return False
+
+
+def _workspace_bounds(lo: Sequence[float], hi: Sequence[float], workspace: Workspace,
+                      ee_xyz: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Per-step limits of the first three (translation) dimensions narrowed so that the
+    end effector stays inside the box; outside it, it may stay or move back in."""
+    if not is_finite_values(tuple(ee_xyz)):
+        raise NonFiniteAction(f"end-effector position is not finite: {tuple(ee_xyz)}")
+    lo_ws, hi_ws = list(lo), list(hi)
+    for i in range(3):
+        ws_lo = min(workspace.low[i] - ee_xyz[i], 0.0)  # outside below: may stay or move in
+        ws_hi = max(workspace.high[i] - ee_xyz[i], 0.0)  # outside above: may stay or move in
+        new_lo, new_hi = max(lo_ws[i], ws_lo), min(hi_ws[i], ws_hi)
+        if new_lo <= new_hi:
+            lo_ws[i], hi_ws[i] = new_lo, new_hi
+    return lo_ws, hi_ws
+
+
+@dataclass(frozen=True)
+class CommandClip:
+    values: tuple[float, ...]  # what will actually be applied
+    clipped: tuple[bool, ...]  # one flag per dimension of the declared space
+
+    @property
+    def any_clipped(self) -> bool:
+        return any(self.clipped)
+
+
+def clip_command(values: Sequence[float], spec: ActionSpec, workspace: Workspace,
+                 ee_xyz: Sequence[float] | None = None) -> CommandClip:
+    """Clip one step in the declared space: each dimension to spec.low/high; for ee_delta,
+    also the translation so the end effector stays in the workspace (given ee_xyz). Raises
+    NonFiniteAction on NaN/inf and ValueError on a vector of the wrong length."""
+    if len(values) != spec.dim:
+        raise ValueError(f"{spec.label}: action has {len(values)} values")
+    if not is_finite_values(values):
+        raise NonFiniteAction(f"action has NaN/inf values: {tuple(values)}")
+    lo: Sequence[float] = spec.low
+    hi: Sequence[float] = spec.high
+    if spec.kind is SpaceKind.EE_DELTA and ee_xyz is not None and spec.dim >= 3:
+        lo, hi = _workspace_bounds(lo, hi, workspace, ee_xyz)
+    vals = tuple(map(float, values))
+    out = tuple(map(min, map(max, vals, lo), hi))
+    if out == vals:
+        return CommandClip(vals, (False,) * spec.dim)
+    return CommandClip(out, tuple(o != v for o, v in zip(out, vals, strict=True)))
 
 
 def clip_action(
@@ -59,22 +110,13 @@ def clip_action(
     If the end effector is already outside the box on an axis, motion further out is
     stopped but motion back in is allowed (never a forced jump). Raises NonFiniteAction.
     """
-    values = action.continuous()
+    values = action_values(action)
     if not is_finite_values(values):
         raise NonFiniteAction(f"action has NaN/inf values: {values}")
     lo: Sequence[float] = space.low
     hi: Sequence[float] = space.high
     if ee_xyz is not None:
-        if not is_finite_values(tuple(ee_xyz)):
-            raise NonFiniteAction(f"end-effector position is not finite: {ee_xyz}")
-        lo_ws, hi_ws = list(lo), list(hi)
-        for i in range(3):
-            ws_lo = min(workspace.low[i] - ee_xyz[i], 0.0)  # outside below: may stay or move in
-            ws_hi = max(workspace.high[i] - ee_xyz[i], 0.0)  # outside above: may stay or move in
-            new_lo, new_hi = max(lo_ws[i], ws_lo), min(hi_ws[i], ws_hi)
-            if new_lo <= new_hi:
-                lo_ws[i], hi_ws[i] = new_lo, new_hi
-        lo, hi = lo_ws, hi_ws
+        lo, hi = _workspace_bounds(lo, hi, workspace, ee_xyz)
     out = tuple(map(min, map(max, values, lo), hi))
     if out == values:  # the common case: nothing to clip, keep the very same action
         return ClipResult(action, _NO_CLIP)
@@ -102,7 +144,7 @@ class WatchdogState:
 
 
 def watchdog_arm(state: WatchdogState, now_ns: int) -> WatchdogState:
-    """Episode starts: the clock starts now."""
+    """The episode's first accepted act: the clock starts now."""
     return replace(state, armed=True, last_valid_ns=now_ns, holding=False)
 
 

@@ -95,6 +95,8 @@ class SceneSpec:
     environment: str = "kitchen_a"
     instruction: str = ""
     seed: int = 0
+    station_needs: tuple[str, ...] = ()  # what the task needs of the station (informational here)
+    operator_confirmed: bool = False  # the re-sent reset after an operator confirmed the set-up
 
     def to_dict(self) -> dict:
         return {
@@ -107,6 +109,8 @@ class SceneSpec:
             "environment": self.environment,
             "instruction": self.instruction,
             "seed": self.seed,
+            "station_needs": list(self.station_needs),
+            "operator_confirmed": self.operator_confirmed,
         }
 
     @classmethod
@@ -121,6 +125,8 @@ class SceneSpec:
             environment=str(d.get("environment", "kitchen_a")),
             instruction=str(d.get("instruction", "")),
             seed=int(d.get("seed", 0)),
+            station_needs=tuple(d.get("station_needs", ())),
+            operator_confirmed=bool(d.get("operator_confirmed", False)),
         )
 
 

@@ -28,6 +28,7 @@ from dashboard.visibility import (
 from orchestrator.store.browse import BrowseError
 from orchestrator.store.campaigns import CampaignError
 from orchestrator.store.lifecycle import missing_text
+from orchestrator.store.states import CampaignStatus
 from protocols.loader import ProtocolError, shipped_protocol_paths
 
 
@@ -190,7 +191,7 @@ def _campaign(c) -> None:  # type: ignore[no-untyped-def]
                          f"{c.pending} pending" + (f" · {tally.given_up} given up"
                                                    if tally.given_up else ""))
         ctl = campaign_controls(role, c.status, tally.given_up)  # staff only; data.py rechecks
-        if c.status == "incomplete":
+        if c.status == CampaignStatus.INCOMPLETE:
             if not steer:
                 how = "Staff can re-queue them."
             elif ctl.requeue is not None:

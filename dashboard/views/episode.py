@@ -105,8 +105,10 @@ def render() -> None:
     if names and "plan" in df.columns:  # plan texts are the policy's own words
         df = df.assign(plan=df["plan"].map(
             lambda t: redact(t, names, role) if isinstance(t, str) else t))
-    tabs = ["Latency", "Steps", "Plans", "Labels"] + (["Events"] if view.audit_events else [])
-    tab_lat, tab_steps, tab_plan, tab_labels, *tab_events = st.tabs(tabs)
+    tabs = ["Actions", "Latency", "Steps", "Plans", "Labels"] + (["Events"] if view.audit_events else [])
+    tab_act, tab_lat, tab_steps, tab_plan, tab_labels, *tab_events = st.tabs(tabs)
+    with tab_act:
+        ui.actions(df, d.robot)
     with tab_lat:
         if df.empty:
             st.caption("No steps recorded.")

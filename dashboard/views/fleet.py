@@ -17,6 +17,7 @@ from dashboard.identity import current_role
 from dashboard.visibility import redact
 from orchestrator.liveness import ArmLiveness, ArmState, displayed_state, refresh_interval_s
 from orchestrator.store.browse import BrowseError, RobotRow
+from orchestrator.store.states import CampaignStatus
 
 BUTTON_COLUMNS = 3  # per-arm e-stops per row: each label stays readable at 800 px
 
@@ -122,7 +123,7 @@ def render() -> None:
                    "and records the request for the orchestrator.")
     _arm_buttons(robots)
     camps = data.campaigns()
-    running = tuple(c.name for c in camps if c.status == "running")
+    running = tuple(c.name for c in camps if c.status == CampaignStatus.RUNNING)
     every = refresh_interval_s(c.status for c in camps)
     if every:
         st.caption(f":material/autorenew: Refreshing every {every:g} s while "

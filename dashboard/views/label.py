@@ -32,7 +32,7 @@ from dashboard.label_actions import (
     take_notice,
 )
 from dashboard.visibility import evaluator_aliases, vote_text
-from orchestrator.store.browse import BrowseError, QueueItem
+from orchestrator.store.browse import ACTION_COLUMNS, BrowseError, QueueItem
 
 FAILURE_MODES = (
     "missed_grasp", "dropped_object", "wrong_object", "wrong_place", "knocked_over",
@@ -107,14 +107,9 @@ def _episode(user: str, ep: int) -> None:
         st.info(f"You labeled this episode **{'success' if mine.success else 'failure'}** "
                 f"(version {mine.version}); saving again replaces your label.")
     ui.videos(view.media)
-    table = data.steps(ep, ("idx", "dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"))
+    table = data.steps(ep, ("idx", "action", "action_space", "chunk_id", *ACTION_COLUMNS))
     if table.rows:
-        motion, gripper = charts.actions_frames(table)
-        c1, c2 = st.columns([3, 1])
-        c1.caption("commanded end-effector deltas per step (m, rad)")
-        c1.line_chart(motion, height=220)
-        c2.caption("gripper (0 closed .. 1 open)")
-        c2.line_chart(gripper, height=220)
+        ui.actions(charts.step_frame(table), data.episode_robot(ep))
     progress = round((mine.progress or 0.0) * 100) if mine else 0
     c1, c2 = st.columns([1, 2])
     c1.slider("Partial progress (%) if it failed", 0, 100, progress, 5, key=f"progress_{ep}")

@@ -1,43 +1,46 @@
 """The per-step data plane between RobotActors and a PolicyWorker: ZeroMQ, not Ray calls.
 
-Ray stays the control plane (placement, lifecycle, restarts, `reset`, metadata). Every control
-step's request (frames + proprio + instruction [+ privileged state]) and reply (the action)
-travel over one DEALER -> ROUTER connection per arm, in the bridge's framing: a msgpack header
-and raw frame parts, received zero-copy. No pickle. Measured in benchmarks/fleet.py: with 16
-arms stepping together at 5 Hz, a Ray actor call carrying a 256x256 frame (which Ray puts in
-its object store) took p50 ~29 ms and ~4.9 ms of CPU per call across processes; the same call
-over this socket p50 ~0.6 ms and ~1.2 ms CPU (see docs/architecture.md).
+Ray stays the control plane (placement, lifecycle, restarts, `reset`, metadata). Every policy
+query (frames + proprio + instruction [+ privileged state]) and its reply (an action chunk)
+travel over one DEALER -> ROUTER connection per arm, in the bridge's framing: a msgpack
+header and raw parts, received zero-copy. No pickle. The messages (their own version, strict)
+are encoded and decoded only by robots/protocol_dataplane.py (via robots.protocol): the reply's
+chunk is H x D float64 values as one raw buffer part; this module does sockets, batching and
+liveness only. A chunked policy is queried once per chunk, not once per step (orchestrator/chunks.py). Why a socket
+and not a Ray call per query, with the measurements: docs/architecture.md ("The control
+loop and where time goes", "Policy serving").
 
 Server (inside the PolicyWorker process): one thread owns the ROUTER socket and the model.
-It takes every request already queued; then, if another arm is due to step within
-`batch_wait_s` (predicted from each arm's last request and its control period), it waits for
-it, up to `batch_wait_s` and `max_batch`; then it runs the policy once on the batch and answers
-each arm. Arms stepping together are batched; an arm on its own phase of the period is not
-kept waiting for nobody. Requests that arrive while the model runs queue in the socket and form
-the next batch, so a slow model batches more by itself.
+It takes every request already queued; then, only if another arm is due to query within
+`batch_wait_s` (predicted from each arm's last request and its period: `expected_soon`), it
+waits for it, up to `batch_wait_s` and `max_batch`; then it runs the policy once on the batch
+and answers each arm. Arms querying together are batched; an arm on its own phase of the
+period is answered at once. Requests that arrive while the model runs queue in the socket and
+form the next batch, so a slow model batches more by itself.
 
-Client (inside a RobotActor): `PolicyClient.act(input)` with a deadline; while it waits it
-checks, every `liveness_s`, that the worker is still the same live instance (a dead or
+Client (inside a RobotActor): `PolicyClient.act(input)` with a deadline (robots/deadline.py,
+the request path BridgeClient uses too: stale replies are discarded by request id, the socket
+is replaced after a timeout); while it waits it checks, every `liveness_s`, that the worker is still the same live instance (a dead or
 restarted worker never answers a request it lost), and raises PolicyUnavailable otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from orchestrator.batching import expected_soon
-from policies.base import Policy, PolicyInput, PolicyOutput
+from policies.base import Policy, PolicyInput
 from robots import protocol as P
-from robots.types import Action
+from robots.deadline import DeadlineDealer, DeadlinePassed
 
 log = logging.getLogger("evalfleet.dataplane")
 
@@ -52,63 +55,8 @@ class PolicyError(RuntimeError):
     """The worker answered that the policy itself raised on this batch."""
 
 
-@dataclass(frozen=True)
-class ActReply:
-    output: PolicyOutput
-    inference_s: float  # the model's own time for the batch this call was part of
-    batch_size: int
-    queued_s: float  # time this request waited for its batch to start (server side)
-
-
-# --- codec ------------------------------------------------------------------------------------
-
-def encode_request(rid: int, inp: PolicyInput) -> list[Any]:
-    descs, bufs = P.pack_frames(inp.frames)
-    header = {"t": "act", "id": rid, "arm": inp.arm, "instruction": inp.instruction,
-              "proprio": [float(v) for v in inp.proprio], "privileged": inp.privileged,
-              "frames": descs}
-    return [P.pack_header(header), *bufs]
-
-
-def decode_request(parts: list[Any]) -> tuple[int, PolicyInput]:
-    h = P.unpack_header(parts[0].buffer if hasattr(parts[0], "buffer") else parts[0])
-    rid = h.get("id")
-    if type(rid) is not int:
-        raise P.ProtocolError("policy request without an int id")
-    frames = P.unpack_frames(h.get("frames", []), parts)
-    priv = h.get("privileged")
-    if priv is not None and type(priv) is not dict:
-        raise P.ProtocolError("privileged must be a map", request_id=rid)
-    inp = PolicyInput(frames=frames, proprio=tuple(float(v) for v in h.get("proprio", ())),
-                      instruction=str(h.get("instruction", "")), privileged=priv,
-                      arm=str(h.get("arm", "")))
-    return rid, inp
-
-
-def encode_reply(rid: int, out: PolicyOutput, inference_s: float, batch: int, queued_s: float) -> bytes:
-    a = out.action
-    return P.pack_header({
-        "id": rid, "ok": True,
-        "action": [1.0 if a.terminate else 0.0, a.dx, a.dy, a.dz, a.droll, a.dpitch, a.dyaw,
-                   a.gripper],
-        "tokens": list(out.tokens) if out.tokens is not None else None,
-        "text": out.text, "plan": out.plan, "hold_reason": out.hold_reason,
-        "inference_s": inference_s, "batch": batch, "queued_s": queued_s,
-    })
-
-
-def decode_reply(data: Any) -> tuple[int | None, ActReply | str]:
-    h = P.unpack_header(data)
-    rid = h.get("id")
-    if not h.get("ok"):
-        return rid, str(h.get("error", "policy error"))
-    v = h["action"]
-    out = PolicyOutput(
-        action=Action(bool(v[0] >= 0.5), *(float(x) for x in v[1:8])),
-        tokens=tuple(h["tokens"]) if h.get("tokens") is not None else None,
-        text=h.get("text"), plan=h.get("plan"), hold_reason=h.get("hold_reason"),
-    )
-    return rid, ActReply(out, float(h["inference_s"]), int(h["batch"]), float(h["queued_s"]))
+#: What `PolicyClient.act` (and `PolicyWorker.act`) return: robots/protocol_dataplane.py.
+ActReply = P.PolicyReply
 
 
 # --- server -----------------------------------------------------------------------------------
@@ -168,28 +116,24 @@ class PolicyServer:
             return False
         ident, body = parts[0], parts[1:]
         try:
-            head = P.unpack_header(body[0].buffer)
-            if head.get("t") == "end":
-                self._rhythm.pop(str(head.get("arm", "")), None)
-                return True
-            rid, inp = decode_request(body)
-        except (P.ProtocolError, IndexError, ValueError, TypeError) as e:
+            msg = P.decode_policy_message(body)
+        except (ValueError, TypeError) as e:  # ProtocolError is a ValueError
             self.errors += 1
-            rid = None
-            try:
-                rid = P.unpack_header(body[0].buffer).get("id")
-            except Exception:  # noqa: BLE001 - unreadable: answer without an id
-                pass
-            self._send(ident, P.pack_header({"id": rid, "ok": False, "error": f"bad request: {e}"}))
+            rid = e.request_id if isinstance(e, P.ProtocolError) else None
+            self._send(ident, P.encode_policy_failure(rid, f"bad request: {e}"))
+            return True
+        if isinstance(msg, P.PolicyEnd):
+            self._rhythm.pop(msg.arm, None)
             return True
         now = time.perf_counter()
-        self._note_arrival(inp.arm, now)
-        batch.append((ident, rid, inp, now))
+        self._note_arrival(msg.input.arm, now)
+        batch.append((ident, msg.id, msg.input, now))
         return True
 
-    def _send(self, ident: Any, data: bytes) -> None:
+    def _send(self, ident: Any, data: bytes | list[Any]) -> None:
+        parts = data if isinstance(data, list) else [data]
         try:
-            self._sock.send_multipart([ident, data], zmq.NOBLOCK, copy=True)
+            self._sock.send_multipart([ident, *parts], zmq.NOBLOCK, copy=True)
         except zmq.ZMQError:  # peer gone or queue full: the caller's deadline reports it
             pass
 
@@ -233,13 +177,17 @@ class PolicyServer:
             log.exception("policy act failed")
             msg = f"{e.__class__.__name__}: {e}"[:1000]
             for ident, rid, _, _ in batch:
-                self._send(ident, P.pack_header({"id": rid, "ok": False, "error": msg}))
+                self._send(ident, P.encode_policy_failure(rid, msg))
             return
         self.calls += len(batch)
         self.batches += 1
         for (ident, rid, _, queued_at), out in zip(batch, result.outputs, strict=True):
-            self._send(ident, encode_reply(rid, out, result.inference_s, len(batch),
-                                           started - queued_at))
+            reply = ActReply(out, result.inference_s, len(batch), started - queued_at)
+            try:
+                self._send(ident, P.encode_policy_reply(rid, reply))
+            except P.ProtocolError as e:  # an output the wire cannot carry: the arm's fault
+                self.errors += 1
+                self._send(ident, P.encode_policy_failure(rid, f"policy output not sendable: {e}"))
 
 
 # --- client -----------------------------------------------------------------------------------
@@ -252,64 +200,41 @@ class PolicyClient:
         self.endpoint, self.instance = endpoint, instance
         self.timeout_s, self.liveness_s = timeout_s, liveness_s
         self.alive = alive  # -> the worker's current instance id (raises if it is dead)
-        self._ctx = zmq.Context.instance()
         self._ids = itertools.count(1)
-        self._sock: zmq.Socket | None = None
-        self.late_replies = 0
+        self._dealer = DeadlineDealer(zmq.Context.instance(), endpoint)
 
-    def _socket(self) -> zmq.Socket:
-        if self._sock is None:
-            s = self._ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.connect(self.endpoint)
-            self._sock = s
-        return self._sock
+    @property
+    def late_replies(self) -> int:
+        return self._dealer.late_replies
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        self._dealer.close()
 
     def end(self, arm: str) -> None:
         """The arm's episode ended: the worker stops waiting for it (fire and forget)."""
+        with contextlib.suppress(zmq.ZMQError):
+            self._dealer.send([P.encode_policy_end(arm)])
+
+    def _check_alive(self) -> None:
+        assert self.alive is not None
         try:
-            self._socket().send(P.pack_header({"t": "end", "arm": arm}), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+            current = self.alive()
+        except Exception as e:
+            raise PolicyUnavailable(
+                f"policy worker died: {e.__class__.__name__}: {e}"[:500]) from e
+        if current != self.instance:
+            raise PolicyUnavailable("policy worker restarted; the request was lost")
 
     def act(self, inp: PolicyInput) -> ActReply:
         rid = next(self._ids)
-        sock = self._socket()
         try:
-            # copied, not zero-copy: for frames under ~1 MB a memcpy is cheaper than pyzmq's
-            # zero-copy path, which wakes its garbage-collector thread per message
-            sock.send_multipart(encode_request(rid, inp), zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            pass  # not connected (yet): the deadline below reports it
-        deadline = time.monotonic() + self.timeout_s
-        next_check = time.monotonic() + self.liveness_s
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                self.close()  # a late reply must not answer the next request
-                raise PolicyUnavailable(
-                    f"no reply from policy worker at {self.endpoint} within {self.timeout_s:.1f} s")
-            if sock.poll(int((min(deadline, next_check) - now) * 1000) + 1):
-                rid_got, reply = decode_reply(sock.recv(copy=False).buffer)
-                if rid_got != rid:
-                    self.late_replies += 1
-                    continue
-                if isinstance(reply, str):
-                    raise PolicyError(f"policy failed: {reply}")
-                return reply
-            if self.alive is not None and time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.liveness_s
-                try:
-                    current = self.alive()
-                except Exception as e:
-                    self.close()
-                    raise PolicyUnavailable(
-                        f"policy worker died: {e.__class__.__name__}: {e}"[:500]) from e
-                if current != self.instance:
-                    self.close()
-                    raise PolicyUnavailable("policy worker restarted; the request was lost")
+            reply = self._dealer.request(
+                P.encode_policy_request(rid, inp), rid, self.timeout_s, P.decode_policy_reply,
+                tick=self._check_alive if self.alive is not None else None,
+                tick_s=self.liveness_s)
+        except DeadlinePassed:
+            raise PolicyUnavailable(f"no reply from policy worker at {self.endpoint} within "
+                                    f"{self.timeout_s:.1f} s") from None
+        if isinstance(reply, P.PolicyFailure):
+            raise PolicyError(f"policy failed: {reply.error}")
+        return reply

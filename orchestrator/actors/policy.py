@@ -1,16 +1,19 @@
 """PolicyWorker: one shared inference service per campaign policy, batching across arms.
 
 A Ray actor for the control plane (placement on a GPU node, restarts, `reset`, metadata) with
-a ZeroMQ data plane for the per-step calls (orchestrator/actors/dataplane.py): every arm's
-RobotActor sends its step's frames over a DEALER socket; requests that arrive together (within
-`batch_wait_ms`, or until every arm with an open episode is in, at most `max_batch`) go through
-the model as one batch, as RT-2 served many robots from one inference service.
+a ZeroMQ data plane for the policy queries (orchestrator/actors/dataplane.py): each arm's
+RobotActor sends a query's frames over a DEALER socket (once per step for a single-step
+policy, once per chunk for a chunked one) and gets an action chunk back. The worker's
+data-plane thread takes every query already queued and waits (at most `batch_wait_ms`, at
+most `max_batch`) only if another arm is due to query within that window, predicted from
+each arm's rhythm; then the batch goes through the model once, as RT-2 served many robots
+from one inference service.
 
-Why not a Ray call per step, and why not Ray Serve: measured in benchmarks/fleet.py and written
-up in docs/architecture.md ("Policy serving: plain actors vs Ray Serve"). In short, a Ray
-actor call carrying a 256x256 frame costs milliseconds of CPU across three processes (the
-frame goes through the object store) and queues behind the other arms' calls on 2 cores;
-a Serve handle call costs more still.
+Why not a Ray call per query, and why not Ray Serve: measured in benchmarks/fleet.py and
+written up in docs/architecture.md ("The control loop and where time goes", "Policy
+serving: plain actors vs Ray Serve"): a frame as a Ray actor argument goes through the
+object store and costs several ms of CPU across processes per call; a Serve handle call
+costs more still.
 """
 
 from __future__ import annotations

@@ -14,8 +14,11 @@ from typing import Any
 
 import ray
 
-from orchestrator.episode import EpisodeSpec, PolicyReply, run_episode
+from orchestrator.arm_info import ArmInfo, PrepareResult
+from orchestrator.episode import EpisodeResult, EpisodeSpec, PolicyReply, run_episode
+from orchestrator.store.states import EpisodeStatus
 from policies.base import PolicyInput
+from robots.types import SceneSpec
 
 
 def station_resource(station: str) -> str:
@@ -31,7 +34,6 @@ class RobotActor:
         self._client = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._episode: int | None = None
         self._policy = None  # dataplane.PolicyClient, kept across episodes
 
     # -- connection ------------------------------------------------------------------------
@@ -60,8 +62,8 @@ class RobotActor:
             finally:
                 self._client = None
 
-    def hello(self) -> dict[str, Any]:
-        """Connect (or reconnect) and return the bridge's capabilities; raises on failure."""
+    def hello(self) -> ArmInfo:
+        """Connect (or reconnect) and return the arm's capabilities; raises on failure."""
         with self._lock:
             try:
                 client = self._connect()
@@ -71,22 +73,24 @@ class RobotActor:
                 raise
             summary = client.last_summary  # the bridge's safety state with this reply
         caps = info.capabilities
-        return {
-            "estopped": bool(summary is not None and summary.estopped),
-            "session_id": info.session_id,
-            "driver": caps.driver,
-            "cameras": [c.name for c in caps.cameras],
-            "tags": list(caps.tags),
-            "needs_operator_reset": caps.needs_operator_reset,
-            "privileged_state": caps.privileged_state,
-            "control_hz": caps.action_space.control_hz,
-            "pub_endpoint": info.stream_endpoint,
-            "node_id": ray.get_runtime_context().get_node_id(),
-        }
+        return ArmInfo(
+            estopped=bool(summary is not None and summary.estopped),
+            session_id=info.session_id,
+            driver=caps.driver,
+            spaces=caps.spaces(),
+            tags=tuple(caps.tags),
+            needs_operator_reset=caps.needs_operator_reset,
+            privileged_state=caps.privileged_state,
+            version=info.version,
+            pub_endpoint=info.stream_endpoint,
+            node_id=ray.get_runtime_context().get_node_id(),
+        )
 
     # -- episodes --------------------------------------------------------------------------
-    def prepare(self, scene: dict[str, Any], episode_key: str) -> dict[str, Any]:
-        """Reset the scene. Real arms answer ready=False with instructions for an operator."""
+    def prepare(self, scene: SceneSpec, episode_key: str) -> PrepareResult:
+        """Reset the scene. Real arms answer ready=False with instructions for an operator.
+        A refusal of the arm raises robots.client.BridgeCommandError, which crosses Ray with
+        its code and message (the runner stores both in the abort reason)."""
         with self._lock:
             client = self._connect()
             try:
@@ -94,7 +98,7 @@ class RobotActor:
             except Exception:
                 self._drop_client()
                 raise
-        return {"ready": res.ready, "instructions": res.instructions}
+        return PrepareResult(ready=bool(res.ready), instructions=res.instructions or "")
 
     def _policy_client(self, worker: Any, plane: dict[str, str], timeout_s: float):  # type: ignore[no-untyped-def]
         """The data-plane connection to a worker, kept across episodes while it is the same
@@ -112,11 +116,9 @@ class RobotActor:
         c.alive = lambda: ray.get(worker.ping.remote(), timeout=5)
         return c
 
-    def run_episode(self, spec: dict[str, Any], worker: Any) -> dict[str, Any]:
-        """Run one episode against a PolicyWorker handle; returns EpisodeResult.to_dict()."""
-        es = EpisodeSpec(**spec)
+    def run_episode(self, es: EpisodeSpec, worker: Any) -> EpisodeResult:
+        """Run one episode against a PolicyWorker handle."""
         self._stop.clear()
-        self._episode = es.episode_id
         policy_timeout = max(5.0, 20.0 / es.control_hz)
         try:
             plane = ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
@@ -126,16 +128,14 @@ class RobotActor:
 
             from orchestrator.faults import AbortCause
 
-            self._episode = None
             # the policy's own reset raised: its fault; the worker dead or silent: not
             fault = AbortCause.POLICY if isinstance(e, RayTaskError) else AbortCause.WORKER
-            return {
-                "status": "aborted",
-                "reason": f"policy worker unavailable for arm {self.name}: "
+            return EpisodeResult(
+                status=EpisodeStatus.ABORTED,
+                reason=f"policy worker unavailable for arm {self.name}: "
                 f"{e.__class__.__name__}: {e}"[:500],
-                "steps": [], "media": [], "sim_success": None, "late_steps": 0,
-                "terminated_by": None, "fault": fault.value, "timing": {},
-            }
+                fault=fault.value,
+            )
 
         def call_policy(inp: PolicyInput) -> PolicyReply:
             t0 = time.perf_counter()
@@ -151,6 +151,7 @@ class RobotActor:
                 inference_s=reply.inference_s,
                 call_s=time.perf_counter() - t0,
                 hold_reason=out.hold_reason,
+                chunk=out.chunk,
             )
 
         try:
@@ -160,12 +161,11 @@ class RobotActor:
                     client, call_policy, es, arm=self.name, media_dir=self.media_dir,
                     stop=self._stop,
                 )
-                if result.status == "aborted":
+                if result.status == EpisodeStatus.ABORTED:
                     self._drop_client()  # a fresh socket next time, never a wedged one
         finally:
             policy.end(self.name)
-            self._episode = None
-        return result.to_dict()
+        return result
 
     def media_problem(self, folder: str) -> str | None:
         """Whether this node can write media under `folder` (relative to the media dir)
@@ -183,9 +183,6 @@ class RobotActor:
         with self._new_client(500, f"{self.name}-estop") as c:
             c.estop(reason)
         return True
-
-    def current_episode(self) -> int | None:
-        return self._episode
 
     def close(self) -> None:
         self._drop_client()

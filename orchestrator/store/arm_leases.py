@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.models import Robot, utcnow
+from orchestrator.store.states import EventKind
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def renew_arm_leases(
     result = lease_arms(s, ids, holder=holder, lease_s=lease_s, now=now)
     lost = [h.robot_id for h in result.held]
     for rid in lost:
-        log_event(s, "arm_lease_lost", robot_id=rid, holder=holder)
+        log_event(s, EventKind.ARM_LEASE_LOST, robot_id=rid, holder=holder)
     return lost
 
 

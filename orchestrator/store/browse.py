@@ -27,11 +27,12 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
+from orchestrator.store.states import EpisodeStatus, EventKind
 
 SETUP_REQUIRED, SETUP_CONFIRMED, ESTOP_REQUESTED = (
-    "operator_setup_required", "operator_confirmed", "estop_requested")
+    EventKind.OPERATOR_SETUP_REQUIRED, EventKind.OPERATOR_CONFIRMED, EventKind.ESTOP_REQUESTED)
 SAFETY_KIND_PATTERNS = ("%estop%", "%e_stop%", "%watchdog%", "%rearm%", "robot_%",
-                        "episode_aborted")
+                        EventKind.EPISODE_ABORTED)
 ACTION_COLUMNS = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 LATENCY_COLUMNS = ("obs_age_ms", "inference_ms", "orchestration_ms", "command_ms")
 
@@ -149,7 +150,7 @@ def label_queue(
     many there are in all. max_human_labels: leave out episodes with that many human labels."""
     mine = select(Label.id).where(Label.episode_id == Episode.id, Label.source == "human",
                                   Label.evaluator == evaluator).exists()
-    conds = [Episode.status == "recorded", Episode.counted, ~mine]
+    conds = [Episode.status == EpisodeStatus.RECORDED, Episode.counted, ~mine]
     if campaign_ids:
         conds.append(Trial.campaign_id.in_(list(campaign_ids)))
     if max_human_labels is not None:
@@ -185,7 +186,7 @@ def step_table(s: Session, episode_id: int, columns: Sequence[str] | None = None
 
 
 def _label_scope(campaign_ids: Sequence[int] | None) -> list[Any]:
-    conds: list[Any] = [Label.source == "human", Episode.counted, Episode.status == "recorded"]
+    conds: list[Any] = [Label.source == "human", Episode.counted, Episode.status == EpisodeStatus.RECORDED]
     if campaign_ids:
         conds.append(Trial.campaign_id.in_(list(campaign_ids)))
     return conds
@@ -432,7 +433,7 @@ class RobotRow:
 
 def fleet(s: Session) -> list[RobotRow]:
     running = dict(s.execute(select(Episode.robot_id, func.max(Episode.id))
-                             .where(Episode.status == "running").group_by(Episode.robot_id)).all())
+                             .where(Episode.status == EpisodeStatus.RUNNING).group_by(Episode.robot_id)).all())
     return [RobotRow(r.id, r.name, r.endpoint, r.station, r.status, r.last_heartbeat,
                      dict(r.capabilities or {}), running.get(r.id))
             for r in s.scalars(select(Robot).order_by(Robot.station, Robot.name))]

@@ -24,12 +24,14 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
+from orchestrator.store.states import CampaignStatus, EventKind, TrialStatus
 
 if TYPE_CHECKING:
     from protocols.loader import LoadedProtocol
 
 TRIALS = cast(Table, Trial.__table__)  # Core statements on the trials table (typed)
-CAMPAIGN_STATUSES = ("pending", "running", "paused", "done", "cancelled")
+# what a person may set (incomplete is reached only by the queue running dry)
+CAMPAIGN_STATUSES = tuple(c for c in CampaignStatus if c is not CampaignStatus.INCOMPLETE)
 
 
 class CampaignError(ValueError):
@@ -147,7 +149,7 @@ def create_campaign(
     campaign = Campaign(
         name=name,
         protocol_id=proto_row.id,
-        status="pending",
+        status=CampaignStatus.PENDING,
         priority=priority,
         seed=seed,
         trials_per_task=trials_per_task,
@@ -169,7 +171,7 @@ def create_campaign(
                 "trial_index": t.trial_index,
                 "scene_seed": t.scene_seed,
                 "plan_order": t.order,
-                "status": "pending",
+                "status": TrialStatus.PENDING,
                 "attempts": 0,
             }
             for t in plan.trials
@@ -177,7 +179,7 @@ def create_campaign(
     )
     log_event(
         s,
-        "campaign_created",
+        EventKind.CAMPAIGN_CREATED,
         actor=created_by or "cli",
         campaign_id=campaign.id,
         trials=len(plan.trials),
@@ -269,23 +271,26 @@ def set_campaign_status(
     s: Session, name_or_id: str | int, status: str, *, actor: str = "cli"
 ) -> Campaign:
     if status not in CAMPAIGN_STATUSES:
-        raise CampaignError(f"unknown campaign status {status!r}: one of {CAMPAIGN_STATUSES}")
+        allowed = [c.value for c in CAMPAIGN_STATUSES]
+        raise CampaignError(f"unknown campaign status {status!r}: one of {allowed}")
+    new = CampaignStatus(status)
+    reopen = (CampaignStatus.RUNNING, CampaignStatus.PENDING, CampaignStatus.PAUSED)
     campaign = get_campaign(s, name_or_id)
     old = campaign.status
-    if old == "incomplete" and status in ("running", "pending", "paused"):
+    if old == CampaignStatus.INCOMPLETE and new in reopen:
         raise CampaignError(  # nothing is left in its queue: resuming would change nothing
             f"campaign {campaign.name!r} is incomplete (trials given up or cancelled): "
             f"`evalfleet campaign requeue {campaign.name}` re-queues them")
-    if old in ("done", "cancelled") and status in ("running", "pending", "paused"):
-        raise CampaignError(f"campaign {campaign.name!r} is {old}; it cannot become {status}")
-    campaign.status = status
-    if status == "cancelled":
+    if old in (CampaignStatus.DONE, CampaignStatus.CANCELLED) and new in reopen:
+        raise CampaignError(f"campaign {campaign.name!r} is {old}; it cannot become {new}")
+    campaign.status = new
+    if new is CampaignStatus.CANCELLED:
         s.execute(
             TRIALS.update()
-            .where(Trial.campaign_id == campaign.id, Trial.status == "pending")
-            .values(status="cancelled")
+            .where(Trial.campaign_id == campaign.id, Trial.status == TrialStatus.PENDING)
+            .values(status=TrialStatus.CANCELLED)
         )
-    log_event(s, f"campaign_{status}", actor=actor, campaign_id=campaign.id, previous=old)
+    log_event(s, EventKind.campaign(new), actor=actor, campaign_id=campaign.id, previous=old)
     return campaign
 
 
@@ -295,7 +300,7 @@ def set_campaign_priority(
     campaign = get_campaign(s, name_or_id)
     log_event(
         s,
-        "campaign_priority",
+        EventKind.CAMPAIGN_PRIORITY,
         actor=actor,
         campaign_id=campaign.id,
         previous=campaign.priority,
@@ -307,7 +312,7 @@ def set_campaign_priority(
 
 def log_event(
     s: Session,
-    kind: str,
+    kind: EventKind,
     *,
     actor: str = "system",
     campaign_id: int | None = None,

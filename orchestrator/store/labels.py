@@ -25,6 +25,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.db import Store
 from orchestrator.store.models import Episode, Label, LabelVersion, utcnow
+from orchestrator.store.states import EpisodeStatus, EventKind
 
 
 class LabelConflict(RuntimeError):
@@ -155,7 +156,7 @@ def save_label_in(s: Session, inp: LabelInput, screen: OnScreen | None = None) -
     ep = s.get(Episode, inp.episode_id)
     if ep is None:
         raise LabelError(f"episode {inp.episode_id} does not exist")
-    if ep.status != "recorded":
+    if ep.status != EpisodeStatus.RECORDED:
         raise LabelError(f"episode {inp.episode_id} is {ep.status}; only recorded ones are labeled")
     existing = _current(s, inp.episode_id, inp.evaluator)
     if existing is None:
@@ -195,7 +196,7 @@ def save_label_in(s: Session, inp: LabelInput, screen: OnScreen | None = None) -
     s.flush()
     log_event(
         s,
-        "label_saved",
+        EventKind.LABEL_SAVED,
         actor=inp.evaluator,
         episode_id=inp.episode_id,
         success=inp.success,
@@ -273,7 +274,7 @@ def undo_last_label_in(s: Session, inp: UndoInput, screen: OnScreen | None = Non
         _record(s, last.episode_id, inp.evaluator, new_version, "undone", before,
                 inp.render_token)
     s.flush()
-    log_event(s, "label_undone", actor=inp.evaluator, episode_id=last.episode_id,
+    log_event(s, EventKind.LABEL_UNDONE, actor=inp.evaluator, episode_id=last.episode_id,
               version=new_version, undid_version=last.version,
               restored_version=None if restored is None else last.version - 1,
               success=restored)

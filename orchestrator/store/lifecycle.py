@@ -29,11 +29,14 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
+from orchestrator.store.states import CampaignStatus, EpisodeStatus, EventKind, TrialStatus
 
-TRIAL_STATUSES = ("pending", "leased", "done", "given_up", "cancelled")
-REQUEUEABLE = ("given_up", "cancelled")
-ACTIVE = ("pending", "running")  # campaigns the runner serves (queue.ACTIVE_CAMPAIGN)
-REOPENABLE = ("done", "incomplete", "cancelled")  # requeue puts these back to pending
+TRIAL_STATUSES: tuple[TrialStatus, ...] = tuple(TrialStatus)
+REQUEUEABLE = (TrialStatus.GIVEN_UP, TrialStatus.CANCELLED)
+# campaigns the runner serves (queue.ACTIVE_CAMPAIGN)
+ACTIVE = (CampaignStatus.PENDING, CampaignStatus.RUNNING)
+# requeue puts these back to pending
+REOPENABLE = (CampaignStatus.DONE, CampaignStatus.INCOMPLETE, CampaignStatus.CANCELLED)
 EXIT_INCOMPLETE = 3  # `campaign run` exit code when trials are left given up or cancelled
 
 
@@ -71,11 +74,11 @@ class TrialTally:
         return cls(**{k: int(v) for k, v in counts.items()})
 
 
-def settled_status(tally: TrialTally) -> str | None:
+def settled_status(tally: TrialTally) -> CampaignStatus | None:
     """What an active campaign becomes: None while trials are open, else done or incomplete."""
     if tally.open:
         return None
-    return "incomplete" if tally.missing else "done"
+    return CampaignStatus.INCOMPLETE if tally.missing else CampaignStatus.DONE
 
 
 def missing_text(tally: TrialTally) -> str:
@@ -131,7 +134,8 @@ class CampaignState:
 def incomplete_message(state: CampaignState) -> str:
     """The one paragraph `campaign run` ends with when trials are missing."""
     t = state.tally
-    reasons = reasons_text(m.last_reason or "" for m in state.missing if m.status == "given_up")
+    reasons = reasons_text(m.last_reason or "" for m in state.missing
+                           if m.status == TrialStatus.GIVEN_UP)
     what = []
     if t.given_up:
         what.append(f"{t.given_up} of {t.planned} trials given up (last reasons: {reasons})")
@@ -153,7 +157,7 @@ class RequeueResult:
 
 def requeue_status(campaign_status: str) -> str:
     """The campaign's status once trials are back in its queue (paused stays paused)."""
-    return "pending" if campaign_status in REOPENABLE else campaign_status
+    return CampaignStatus.PENDING if campaign_status in REOPENABLE else campaign_status
 
 
 # --- store ------------------------------------------------------------------------------
@@ -176,7 +180,7 @@ def missing_trials(s: Session, campaign_id: int) -> list[MissingTrial]:
     """Given-up and cancelled trials of a campaign, in plan order, with their last abort."""
     last_ep = (
         select(Episode.trial_id, func.max(Episode.id).label("eid"))
-        .where(Episode.status == "aborted")
+        .where(Episode.status == EpisodeStatus.ABORTED)
         .group_by(Episode.trial_id)
         .subquery()
     )
@@ -201,7 +205,7 @@ def campaign_state(s: Session, name_or_id: str | int) -> CampaignState:
     return CampaignState(c.id, c.name, c.status, tally, missing)
 
 
-def settle_campaigns(s: Session) -> list[tuple[int, str]]:
+def settle_campaigns(s: Session) -> list[tuple[int, CampaignStatus]]:
     """Close active campaigns whose queue is empty: done, or incomplete (audited)."""
     active = list(s.scalars(select(Campaign).where(Campaign.status.in_(ACTIVE))))
     tallies = trial_tallies(s, [c.id for c in active])
@@ -212,7 +216,7 @@ def settle_campaigns(s: Session) -> list[tuple[int, str]]:
         if status is None:
             continue
         c.status = status
-        log_event(s, f"campaign_{status}", campaign_id=c.id, planned=tally.planned,
+        log_event(s, EventKind.campaign(status), campaign_id=c.id, planned=tally.planned,
                   done=tally.done, given_up=tally.given_up, cancelled=tally.cancelled)
         out.append((c.id, status))
     return out
@@ -222,7 +226,7 @@ def requeue_trials(
     s: Session,
     name_or_id: str | int,
     *,
-    statuses: Sequence[str] = ("given_up",),
+    statuses: Sequence[str] = (TrialStatus.GIVEN_UP,),
     trial_ids: Sequence[int] | None = None,
     actor: str = "cli",
 ) -> RequeueResult:
@@ -236,7 +240,7 @@ def requeue_trials(
     if bad or not statuses:
         raise CampaignError(f"--status {', '.join(bad) or '(none)'}: one of {', '.join(REQUEUEABLE)}")
     c = get_campaign(s, name_or_id)
-    if c.status == "cancelled" and "cancelled" not in statuses:
+    if c.status == CampaignStatus.CANCELLED and TrialStatus.CANCELLED not in statuses:
         raise CampaignError(
             f"campaign {c.name} was cancelled: `evalfleet campaign requeue {c.name} "
             "--status cancelled` re-queues its cancelled trials and reopens it")
@@ -259,7 +263,7 @@ def requeue_trials(
     res = cast("CursorResult[Any]", s.execute(  # an UPDATE: a cursor result
         update(Trial)
         .where(Trial.id.in_(chosen), Trial.status.in_(list(statuses)))
-        .values(status="pending", requeued_at_attempt=Trial.attempts, lease_holder=None,
+        .values(status=TrialStatus.PENDING, requeued_at_attempt=Trial.attempts, lease_holder=None,
                 lease_expires_at=None)
         .execution_options(synchronize_session=False)
     ))
@@ -267,7 +271,7 @@ def requeue_trials(
         raise CampaignError(f"campaign {c.name}: trials changed while re-queuing; try again")
     previous = c.status
     c.status = requeue_status(previous)
-    log_event(s, "trials_requeued", actor=actor, campaign_id=c.id, trials=chosen,
+    log_event(s, EventKind.TRIALS_REQUEUED, actor=actor, campaign_id=c.id, trials=chosen,
               statuses=list(statuses), previous_status=previous, status=c.status,
               attempts={str(t): rows[t][1] for t in chosen})
     return RequeueResult(c.id, c.name, tuple(chosen), previous, c.status)

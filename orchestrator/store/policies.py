@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.store.campaigns import PolicySpec, log_event
 from orchestrator.store.models import Campaign, CampaignPolicy, Episode, Policy, Trial
+from orchestrator.store.states import EventKind, TrialStatus
 from policies.registration import (
     CanonicalSpec,
     Decision,
@@ -52,7 +53,7 @@ def policy_usage(s: Session, policy_id: int) -> PolicyUsage:
     leased = s.scalar(
         select(func.count(Trial.id))
         .join(CampaignPolicy, CampaignPolicy.id == Trial.campaign_policy_id)
-        .where(CampaignPolicy.policy_id == policy_id, Trial.status == "leased")
+        .where(CampaignPolicy.policy_id == policy_id, Trial.status == TrialStatus.LEASED)
     )
     campaigns = tuple(
         s.scalars(
@@ -100,7 +101,7 @@ def register(
             if row is None:  # pragma: no cover - the constraint that failed was another one
                 raise
         else:
-            log_event(s, "policy_registered", actor=actor, policy_id=row.id, name=row.name,
+            log_event(s, EventKind.POLICY_REGISTERED, actor=actor, policy_id=row.id, name=row.name,
                       version=row.version, policy_kind=row.kind, config=row.config,
                       weights_checksum=row.weights_checksum)
             return Registered(row.id, Decision.CREATE)
@@ -124,7 +125,7 @@ def register(
         select(CampaignPolicy.campaign_id).where(CampaignPolicy.policy_id == row.id)
     ))
     for cid in ids or [None]:  # one entry in each affected campaign's audit trail
-        log_event(s, "policy_replaced", actor=actor, campaign_id=cid, **payload)
+        log_event(s, EventKind.POLICY_REPLACED, actor=actor, campaign_id=cid, **payload)
     s.flush()
     return Registered(row.id, decision, changes)
 

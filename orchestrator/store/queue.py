@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.faults import TRIAL_CAUSES, AbortCause, counts_against_trial, should_give_up
 from orchestrator.scheduler import TrialCandidate  # pure; queue builds them
+from orchestrator.step_record import StepRecord
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.models import (
     Campaign,
@@ -33,8 +34,15 @@ from orchestrator.store.models import (
     Trial,
     utcnow,
 )
+from orchestrator.store.states import (
+    CampaignStatus,
+    EpisodeStatus,
+    EventKind,
+    LabelSource,
+    TrialStatus,
+)
 
-ACTIVE_CAMPAIGN = ("pending", "running")
+ACTIVE_CAMPAIGN = (CampaignStatus.PENDING, CampaignStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -72,16 +80,16 @@ def reclaim_expired_leases(s: Session, now: datetime | None = None) -> int:
     now = now or utcnow()
     expired = list(
         s.scalars(
-            select(Trial.id).where(Trial.status == "leased", Trial.lease_expires_at < now)
+            select(Trial.id).where(Trial.status == TrialStatus.LEASED, Trial.lease_expires_at < now)
         )
     )
     if not expired:
         return 0
     s.execute(
         update(Episode)
-        .where(Episode.trial_id.in_(expired), Episode.status == "running")
+        .where(Episode.trial_id.in_(expired), Episode.status == EpisodeStatus.RUNNING)
         .values(
-            status="aborted",
+            status=EpisodeStatus.ABORTED,
             ended_at=now,
             abort_reason="lease expired: the orchestrator holding it stopped or lost contact",
             abort_cause=AbortCause.LEASE_EXPIRED.value,
@@ -89,11 +97,11 @@ def reclaim_expired_leases(s: Session, now: datetime | None = None) -> int:
     )
     s.execute(
         update(Trial)
-        .where(Trial.id.in_(expired), Trial.status == "leased")
-        .values(status="pending", lease_holder=None, lease_expires_at=None)
+        .where(Trial.id.in_(expired), Trial.status == TrialStatus.LEASED)
+        .values(status=TrialStatus.PENDING, lease_holder=None, lease_expires_at=None)
     )
     for tid in expired:
-        log_event(s, "lease_expired", trial_id=tid)
+        log_event(s, EventKind.LEASE_EXPIRED, trial_id=tid)
     return len(expired)
 
 
@@ -118,7 +126,7 @@ def pending_candidates(
         .join(Task, Task.id == Trial.task_id)
         .join(CampaignPolicy, CampaignPolicy.id == Trial.campaign_policy_id)
         .join(Policy, Policy.id == CampaignPolicy.policy_id)
-        .where(Trial.status == "pending", Campaign.status.in_(ACTIVE_CAMPAIGN))
+        .where(Trial.status == TrialStatus.PENDING, Campaign.status.in_(ACTIVE_CAMPAIGN))
         .order_by(Campaign.priority.desc(), Campaign.created_at, Campaign.id, Trial.plan_order)
         .limit(limit)
     )
@@ -152,9 +160,9 @@ def lease_trials(
     for tid in trial_ids:
         res = s.execute(
             update(Trial)
-            .where(Trial.id == tid, Trial.status == "pending")
+            .where(Trial.id == tid, Trial.status == TrialStatus.PENDING)
             .values(
-                status="leased",
+                status=TrialStatus.LEASED,
                 lease_holder=holder,
                 lease_expires_at=now + timedelta(seconds=lease_s),
             )
@@ -207,21 +215,9 @@ def renew_lease(
     now = now or utcnow()
     res = s.execute(
         update(Trial)
-        .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
+        .where(Trial.id == trial_id, Trial.status == TrialStatus.LEASED, Trial.lease_holder == holder)
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
     )
-    return _rowcount(res) == 1
-
-
-def release_trial(s: Session, trial_id: int, *, holder: str, reason: str) -> bool:
-    """Give a leased trial back to the queue without running it."""
-    res = s.execute(
-        update(Trial)
-        .where(Trial.id == trial_id, Trial.status == "leased", Trial.lease_holder == holder)
-        .values(status="pending", lease_holder=None, lease_expires_at=None)
-    )
-    if _rowcount(res):
-        log_event(s, "trial_released", trial_id=trial_id, reason=reason)
     return _rowcount(res) == 1
 
 
@@ -234,19 +230,19 @@ def start_episode(
     policy_checksum: str | None = None,
 ) -> int:
     trial = s.get(Trial, trial_id)
-    if trial is None or trial.status != "leased" or trial.lease_holder != holder:
+    if trial is None or trial.status != TrialStatus.LEASED or trial.lease_holder != holder:
         raise LeaseLostError(f"trial {trial_id} is no longer leased to {holder}")
     trial.attempts += 1
     ep = Episode(
         trial_id=trial_id,
         robot_id=robot_id,
         attempt=trial.attempts,
-        status="running",
+        status=EpisodeStatus.RUNNING,
         policy_checksum=policy_checksum,
     )
     s.add(ep)
     s.flush()
-    log_event(s, "episode_started", robot_id=robot_id, episode_id=ep.id, trial_id=trial_id)
+    log_event(s, EventKind.EPISODE_STARTED, robot_id=robot_id, episode_id=ep.id, trial_id=trial_id)
     return ep.id
 
 
@@ -255,12 +251,16 @@ class LeaseLostError(RuntimeError):
 
 
 STEP_COLUMNS: tuple[str, ...] = tuple(c.name for c in Step.__table__.columns)
-_JSON_COLUMNS = {"proprio"}
+_JSON_COLUMNS = {"proprio", "action"}
+# add_step_rows only (fixtures, sample data, benchmarks: RT-2 ee_delta rows); the episode loop's
+# StepRecords set every column (add_steps)
 _STEP_DEFAULTS: dict[str, Any] = {
     "terminate": False, "tokens": None, "proprio": [], "obs_seq": 0, "obs_monotonic_ns": 0,
     "obs_wall_ns": 0, "command_wall_ns": 0, "obs_age_ms": 0.0, "inference_ms": 0.0,
     "orchestration_ms": 0.0, "command_ms": 0.0, "late": False, "clipped": False, "plan": None,
+    "action_space": "ee_delta[7]", "chunk_index": 0, "chunk_age_ms": 0.0,
 }
+_EE = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
 
 def _step_tuples(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -268,7 +268,14 @@ def _step_tuples(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     for r in rows:
         vals = []
         for col in STEP_COLUMNS:
-            v = r.get(col, _STEP_DEFAULTS.get(col))
+            if col in r:
+                v = r[col]
+            elif col == "action":  # an RT-2 row: its vector is dx .. gripper
+                v = [r.get(c) for c in _EE]
+            elif col == "chunk_id":  # one query per step: every step its own chunk
+                v = r["idx"]
+            else:
+                v = _STEP_DEFAULTS.get(col)
             if col in _JSON_COLUMNS:
                 v = json.dumps(v)
             vals.append(v)
@@ -276,8 +283,14 @@ def _step_tuples(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def add_steps(s: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Batched step insert: COPY on PostgreSQL, one DBAPI executemany on SQLite.
+def add_steps(s: Session, episode_id: int, steps: Sequence[StepRecord]) -> int:
+    """Store an episode's StepRecords (every column set by the episode loop)."""
+    return add_step_rows(s, [{**st.column_values(), "episode_id": episode_id} for st in steps])
+
+
+def add_step_rows(s: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Batched step insert of column dicts (RT-2 ee_delta rows may leave out the columns of
+    migration 0008): COPY on PostgreSQL, one DBAPI executemany on SQLite.
 
     Both bypass per-row ORM work (measured in benchmarks/store.py against the ORM path).
     """
@@ -328,6 +341,7 @@ def complete_episode(
     terminated_by: str,
     media: list[dict[str, Any]],
     sim_success: bool | None,
+    policy_checksum: str | None = None,
     now: datetime | None = None,
 ) -> bool:
     """Mark an episode recorded (its media is durable) and count it if the lease is still ours.
@@ -340,25 +354,27 @@ def complete_episode(
         raise LookupError(f"episode {episode_id} does not exist")
     trial = s.get(Trial, ep.trial_id)
     assert trial is not None
-    ours = trial.status == "leased" and trial.lease_holder == holder
-    ep.status = "recorded"
+    ours = trial.status == TrialStatus.LEASED and trial.lease_holder == holder
+    ep.status = EpisodeStatus.RECORDED
     ep.ended_at = now
     ep.step_count = step_count
     ep.late_steps = late_steps
     ep.terminated_by = terminated_by
     ep.media = media
+    if policy_checksum is not None:  # the weights that ran (the worker's metadata)
+        ep.policy_checksum = policy_checksum
     ep.counted = ours
     if ours:
-        trial.status = "done"
+        trial.status = TrialStatus.DONE
         trial.lease_holder = None
         trial.lease_expires_at = None
     else:
-        log_event(s, "episode_not_counted", episode_id=episode_id, reason="lease lost")
+        log_event(s, EventKind.EPISODE_NOT_COUNTED, episode_id=episode_id, reason="lease lost")
     if sim_success is not None:
         s.add(
             Label(
                 episode_id=episode_id,
-                source="sim",
+                source=LabelSource.SIM,
                 evaluator="sim",
                 success=sim_success,
                 progress=1.0 if sim_success else None,
@@ -380,35 +396,42 @@ def abort_episode(
     cause: AbortCause = AbortCause.UNKNOWN,
     requeue: bool = True,
     max_attempts: int = MAX_ATTEMPTS,
+    step_count: int = 0,
+    late_steps: int = 0,
+    media: list[dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Close an episode as aborted (kept for the audit, with its cause) and put its trial back
-    in the queue. Only aborts the trial caused (faults.counts_against_trial) count towards
-    giving it up; an infrastructure fault re-queues it as it was."""
+    """Close an episode as aborted (kept for the audit, with its cause, and with the steps and
+    media it has up to the abort: the caller adds its steps) and put its trial back in the
+    queue. Only aborts the trial caused (faults.counts_against_trial) count towards giving it
+    up; an infrastructure fault re-queues it as it was. An aborted episode is never counted."""
     now = now or utcnow()
     ep = s.get(Episode, episode_id)
     if ep is None:
         raise LookupError(f"episode {episode_id} does not exist")
-    if ep.status == "running":
-        ep.status = "aborted"
+    if ep.status == EpisodeStatus.RUNNING:
+        ep.status = EpisodeStatus.ABORTED
         ep.abort_reason = reason
         ep.abort_cause = cause.value
         ep.ended_at = now
+        ep.step_count = step_count
+        ep.late_steps = late_steps
+        ep.media = list(media or [])
     trial = s.get(Trial, ep.trial_id)
     if requeue and trial is not None and counts_against_trial(cause):
         s.flush()
         own = s.scalar(
             select(func.count()).select_from(Episode).where(
-                Episode.trial_id == trial.id, Episode.status == "aborted",
+                Episode.trial_id == trial.id, Episode.status == EpisodeStatus.ABORTED,
                 Episode.abort_cause.in_([c.value for c in TRIAL_CAUSES]),
                 Episode.attempt > trial.requeued_at_attempt,  # this budget (lifecycle.requeue)
             )
         ) or 0
         if should_give_up(own, max_attempts):
             requeue = False
-            if trial.status == "leased" and trial.lease_holder == holder:
-                trial.status, trial.lease_holder, trial.lease_expires_at = "given_up", None, None
-                log_event(s, "trial_gave_up", campaign_id=trial.campaign_id,
+            if trial.status == TrialStatus.LEASED and trial.lease_holder == holder:
+                trial.status, trial.lease_holder, trial.lease_expires_at = TrialStatus.GIVEN_UP, None, None
+                log_event(s, EventKind.TRIAL_GAVE_UP, campaign_id=trial.campaign_id,
                           episode_id=episode_id, trial_id=trial.id,
                           attempts=trial.attempts, own_aborts=own, cause=cause.value,
                           reason=reason)
@@ -416,11 +439,11 @@ def abort_episode(
         s.execute(
             update(Trial)
             .where(
-                and_(Trial.id == ep.trial_id, Trial.status == "leased", Trial.lease_holder == holder)
+                and_(Trial.id == ep.trial_id, Trial.status == TrialStatus.LEASED, Trial.lease_holder == holder)
             )
-            .values(status="pending", lease_holder=None, lease_expires_at=None)
+            .values(status=TrialStatus.PENDING, lease_holder=None, lease_expires_at=None)
         )
-    log_event(s, "episode_aborted", robot_id=ep.robot_id, episode_id=episode_id, reason=reason,
+    log_event(s, EventKind.EPISODE_ABORTED, robot_id=ep.robot_id, episode_id=episode_id, reason=reason,
               cause=cause.value)
 
 

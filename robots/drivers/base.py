@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
+from robots.protocol_actions import action_of
 from robots.spaces import (
     EE_STATE,
     ActionSpec,
@@ -29,16 +31,17 @@ __all__ = ["ActionSpec", "ArmCommand", "CameraSpec", "Capabilities", "DriverObse
 
 class NotReady(RuntimeError):
     """observe() has nothing to show yet (a simulator before its first reset). Not a fault:
-    the bridge's idle live stream skips quietly; a client's observe request still gets the
-    error."""
+    the bridge's idle live stream skips quietly, and a client's observe is answered
+    NOT_READY (protocol v2; v1: DRIVER_ERROR "not ready: ...") without holding the arm or
+    logging a traceback (docs/protocol.md section 4)."""
 
 
 @dataclass(frozen=True)
 class Capabilities:
     driver: str  # sim | replay | <sdk name>
     cameras: tuple[CameraSpec, ...]
-    action_space: ActionSpace = ActionSpace()
-    workspace: Workspace = Workspace()
+    action_space: ActionSpace = ActionSpace()  # noqa: RUF009 - frozen, shared safely
+    workspace: Workspace = Workspace()  # noqa: RUF009 - frozen, shared safely
     needs_operator_reset: bool = False  # real arms: a person sets the scene up
     privileged_state: bool = False  # sim only: ground-truth state for the scripted oracle
     tags: tuple[str, ...] = ()  # capabilities a protocol can require (e.g. "drawer")
@@ -99,7 +102,7 @@ class RobotDriver(ABC):
         if self.capabilities().action_spec.kind is not SpaceKind.EE_DELTA:
             raise NotImplementedError(f"{type(self).__name__} declares a non-ee_delta space: "
                                       "override apply_command")
-        self.apply(Action.from_continuous(command.values, terminate=command.terminate))
+        self.apply(action_of(command.values, terminate=command.terminate))
 
     @abstractmethod
     def hold(self) -> None:
@@ -112,7 +115,7 @@ class RobotDriver(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> RobotDriver:
+    def __enter__(self) -> Self:
         self.connect()
         return self
 

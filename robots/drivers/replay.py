@@ -33,6 +33,7 @@ from robots.drivers.base import (
     ResetResult,
     RobotDriver,
 )
+from robots.protocol_actions import action_to_rt2_wire
 from robots.types import Action, ActionSpace, SceneSpec
 
 FORMAT = "evalfleet-replay/1"
@@ -49,7 +50,7 @@ class ReplayStep:
 
 def _action_array(a: Action | Sequence[float]) -> np.ndarray:
     values = (
-        (float(a.terminate), *a.continuous())
+        tuple(action_to_rt2_wire(a))
         if isinstance(a, Action)
         else tuple(float(v) for v in a)
     )

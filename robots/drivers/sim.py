@@ -5,10 +5,28 @@ The embedded default: tests and `evalfleet demo` run the real bridge against it.
 `observe()` renders the configured cameras (`robots.sim.render`) and reports the skill's
 success predicate (`robots.sim.predicates`) as `sim_success`.
 
+Two action spaces, chosen per arm (`SimOptions.space`):
+- `ee_delta` (the default, RT-2's): `apply()` / `apply_command()` move the ee by the deltas.
+  Capabilities declare RT-2's ee_delta[7] and the EE_STATE proprio (ee_x..ee_yaw, gripper).
+- `joint_position`: a kinematic UR5e (robots/sim/kinematics.py, published DH parameters)
+  whose tool drives the same world. `apply_command(ArmCommand)` takes 7 values: joint targets
+  j1..j6 (rad, within the joint ranges) and the gripper (0 closed .. 1 open). Each step moves
+  every joint towards its target by at most `max_joint_speed / control_hz` rad, computes the
+  tool pose by forward kinematics and steps the world with that ee motion, so every world
+  rule (grasp, push, drawer) applies unchanged. When the world stops the ee where the arm
+  would have gone (the Workspace box, the roll/pitch limit, a closed drawer front), the joints
+  follow the world's ee (a few IK iterations). The state vector (proprio) is, in this order,
+  j1..j6 (rad), gripper (1), ee_x, ee_y, ee_z (m), ee_roll, ee_pitch, ee_yaw (rad). The arm
+  starts every episode at the world's HOME pose (`kinematics.home_joints()`).
+
+Cameras: `main` (alias `front`), external, behind the robot; `wrist`, on the gripper looking
+down (role wrist). Both spaces have both.
+
 Privileged state (for the scripted oracle only; a vision policy must never see it), from
 `privileged_state()`, a JSON-able dict:
 
     {"ee": [x, y, z, roll, pitch, yaw], "gripper": float (0 closed .. 1 open),
+     "joints": [j1, .., j6] (joint_position arms only: the key is absent on ee_delta arms),
      "grasped": name | "drawer" (holding its handle) | None,
      "skill": str, "target": str, "destination": str | None,
      "objects": {name: {"pos": [x, y, z], "yaw": float, "upright": bool,
@@ -42,6 +60,7 @@ How to script an oracle (the world's rules are in robots/sim/world.py's docstrin
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, replace
 
@@ -55,10 +74,29 @@ from robots.drivers.base import (
     ResetResult,
     RobotDriver,
 )
-from robots.sim import predicates
-from robots.sim.render import CAMERAS, Renderer
+from robots.sim import kinematics, predicates
+from robots.sim.render import CAMERAS, Renderer, camera_role
 from robots.sim.world import WorldState, make_world, step
+from robots.spaces import (
+    ActionSpec,
+    ArmCommand,
+    GripperConvention,
+    SpaceKind,
+    StateSpec,
+)
 from robots.types import Action, ActionSpace, SceneSpec
+
+SIM_SPACES = (SpaceKind.EE_DELTA, SpaceKind.JOINT_POSITION)
+_JOINT_STATE_NAMES = (*kinematics.JOINT_NAMES, "gripper", "ee_x", "ee_y", "ee_z", "ee_roll",
+                      "ee_pitch", "ee_yaw")
+JOINT_STATE = StateSpec(_JOINT_STATE_NAMES, ("rad",) * 6 + ("1",) + ("m",) * 3 + ("rad",) * 3)
+
+
+def joint_action_spec(control_hz: float) -> ActionSpec:
+    """The sim's joint_position[7] space: UR5e joint targets (rad) + gripper (0 closed..1 open)."""
+    return ActionSpec(SpaceKind.JOINT_POSITION, (*kinematics.JOINT_NAMES, "gripper"),
+                      ("rad",) * 6 + ("1",), (*kinematics.JOINT_LOW, 0.0),
+                      (*kinematics.JOINT_HIGH, 1.0), GripperConvention.OPEN_IS_1, control_hz)
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,8 @@ class SimOptions:
     cameras: tuple[CameraSpec, ...] = (CameraSpec("main", 256, 256),)
     control_hz: float = 5.0
     seed: int | None = None  # overrides every scene's seed when set
+    space: SpaceKind = SpaceKind.EE_DELTA  # ee_delta | joint_position (a str is accepted)
+    max_joint_speed: float = math.pi / 2  # rad/s per joint, joint_position only (UR5e: pi)
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -79,6 +119,21 @@ class SimOptions:
             raise ValueError("camera names must be unique")
         if not self.control_hz > 0:
             raise ValueError("control_hz must be > 0")
+        try:
+            space = SpaceKind(self.space)
+        except ValueError:
+            raise ValueError(f"sim space {self.space!r}: use one of "
+                             f"{[k.value for k in SIM_SPACES]}") from None
+        if space not in SIM_SPACES:
+            raise ValueError(f"sim space {space.value!r}: the sim arm speaks "
+                             f"{[k.value for k in SIM_SPACES]}")
+        if not (0 < self.max_joint_speed <= 10):
+            raise ValueError(f"max_joint_speed {self.max_joint_speed} rad/s: use (0, 10]")
+        # each camera's role follows from its name (wrist: on the gripper)
+        cams = tuple(c if c.role is camera_role(c.name) else replace(c, role=camera_role(c.name))
+                     for c in self.cameras)
+        object.__setattr__(self, "cameras", cams)
+        object.__setattr__(self, "space", space)
 
 
 class SimDriver(RobotDriver):
@@ -96,6 +151,11 @@ class SimDriver(RobotDriver):
         self._frames: tuple[int, dict[str, np.ndarray]] | None = None
         self._connected = False
         self._holding = False
+        self._joints: tuple[float, ...] | None = None  # joint_position arms
+
+    @property
+    def joint_space(self) -> bool:
+        return self.options.space is SpaceKind.JOINT_POSITION
 
     # ------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -107,8 +167,14 @@ class SimDriver(RobotDriver):
             self._state = self._renderer = self._frames = None
 
     def capabilities(self) -> Capabilities:
+        hz = self.options.control_hz
+        if self.joint_space:
+            return Capabilities(driver="sim", cameras=self.options.cameras,
+                                action_space=ActionSpace(control_hz=hz), needs_operator_reset=False,
+                                privileged_state=True, tags=("drawer",),
+                                action=joint_action_spec(hz), state=JOINT_STATE)
         return Capabilities(driver="sim", cameras=self.options.cameras,
-                            action_space=ActionSpace(control_hz=self.options.control_hz),
+                            action_space=ActionSpace(control_hz=hz),
                             needs_operator_reset=False, privileged_state=True, tags=("drawer",))
 
     def reset(self, scene: SceneSpec) -> ResetResult:
@@ -116,9 +182,11 @@ class SimDriver(RobotDriver):
             scene = replace(scene, seed=self.options.seed)
         world = make_world(scene)  # raises ValueError on a scene the sim cannot set up
         renderer = Renderer(scene, world, self.options.cameras)
+        joints = kinematics.home_joints(tuple(world.ee)) if self.joint_space else None
         with self._lock:
             self._scene, self._state, self._renderer, self._frames = scene, world, renderer, None
             self._holding = False
+            self._joints = joints
         return ResetResult(ready=True)
 
     # ------------------------------------------------------------ control
@@ -128,9 +196,36 @@ class SimDriver(RobotDriver):
         return self._scene, self._state, self._renderer
 
     def apply(self, action: Action) -> None:
+        if self.joint_space:
+            raise TypeError("SimDriver: this arm speaks joint_position; send "
+                            "apply_command(ArmCommand(j1..j6, gripper)), not an ee_delta Action")
         with self._lock:
             _, state, _ = self._require()
             self._state = step(state, action, 1.0 / self.options.control_hz)
+            self._holding = False
+
+    def apply_command(self, command: ArmCommand) -> None:
+        """One step in the declared space (the bridge's entry point); see the module docstring."""
+        if not self.joint_space:
+            super().apply_command(command)
+            return
+        v = command.values
+        if len(v) != 7:
+            raise ValueError(f"SimDriver joint_position[7]: command has {len(v)} values; send "
+                             "j1..j6 (rad) and the gripper (0 closed .. 1 open)")
+        with self._lock:
+            _, state, _ = self._require()
+            assert self._joints is not None
+            dt = 1.0 / self.options.control_hz
+            q, ee = joint_step(self._joints, v[:6], self.options.max_joint_speed * dt)
+            g = float(v[6])
+            dx, dy, dz, droll, dpitch, dyaw = ee_delta(state.ee, ee)
+            action = Action(command.terminate, dx, dy, dz, droll, dpitch, dyaw, g)
+            new = step(state, action, dt)
+            if max(abs(x) for x in ee_delta(ee, new.ee)) > 1e-6:
+                # the world stopped the ee short of the arm's motion: the joints follow it
+                q = kinematics.ik(new.ee, q, iters=30).q
+            self._state, self._joints = new, q
             self._holding = False
 
     def hold(self) -> None:
@@ -144,12 +239,15 @@ class SimDriver(RobotDriver):
         with self._lock:
             scene, state, renderer = self._require()
             if self._frames is None or self._frames[0] != state.steps:
-                self._frames = (state.steps, renderer.render(state))
+                self._frames = (state.steps, renderer.render(state, self._joints))
             frames = self._frames[1]
             ok = predicates.success(state, scene)
+            joints = self._joints
+        proprio = (*state.ee, state.gripper) if joints is None else (
+            *joints, state.gripper, *state.ee)
         return DriverObservation(
             frames=dict(frames),
-            proprio=(*state.ee, state.gripper),
+            proprio=proprio,
             sim_success=ok,
             info={"sim_step": state.steps, "sim_time": state.t, "holding": self._holding},
         )
@@ -164,14 +262,38 @@ class SimDriver(RobotDriver):
         with self._lock:
             if self._state is None or self._scene is None:
                 return None
-            return privileged_dict(self._state, self._scene)
+            return privileged_dict(self._state, self._scene, self._joints)
+
+    @property
+    def joints(self) -> tuple[float, ...] | None:
+        """The arm's joint angles (joint_position arms after a reset), else None."""
+        return self._joints
 
 
-def privileged_dict(state: WorldState, scene: SceneSpec) -> dict:
+def joint_step(q0: tuple[float, ...], target: tuple[float, ...] | list[float],
+               max_step: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Move each joint towards its target by at most `max_step` rad (a NaN target keeps the
+    joint) -> (new joints, the tool's ee pose there). Pure."""
+    q = []
+    for a, t in zip(q0, target, strict=True):
+        d = float(t) - a if math.isfinite(t) else 0.0
+        q.append(a + min(max_step, max(-max_step, d)))
+    return tuple(q), kinematics.ee_pose(q)
+
+
+def ee_delta(ee0: tuple[float, ...], ee1: tuple[float, ...]
+             ) -> tuple[float, float, float, float, float, float]:
+    """The world's 6 ee deltas from pose ee0 to ee1 (yaw wrapped)."""
+    d = [b - a for a, b in zip(ee0, ee1, strict=True)]
+    return d[0], d[1], d[2], d[3], d[4], math.atan2(math.sin(d[5]), math.cos(d[5]))
+
+
+def privileged_dict(state: WorldState, scene: SceneSpec,
+                    joints: tuple[float, ...] | None = None) -> dict:
     """The JSON-able privileged-state contract (see the module docstring)."""
     d = state.drawer
     grasped = "drawer" if d is not None and d.held else state.grasped
-    return {
+    out = {
         "ee": [float(v) for v in state.ee],
         "gripper": float(state.gripper),
         "grasped": grasped,
@@ -197,3 +319,6 @@ def privileged_dict(state: WorldState, scene: SceneSpec) -> dict:
             "axis": [float(v) for v in d.axis],
         },
     }
+    if joints is not None:
+        out["joints"] = [float(v) for v in joints]
+    return out

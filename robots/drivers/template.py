@@ -6,6 +6,14 @@ workspace and per-step limits, refuses NaN/inf, runs the watchdog and latches e-
 driver only executes what it is given, and must return promptly from every call (the bridge
 calls it on its control thread at the control rate).
 
+Action spaces (docs/protocol.md section 5): as written, the template is an RT-2 `ee_delta`
+arm (end-effector deltas, `apply(Action)`). For a joint-space or absolute-pose arm, declare
+`Capabilities(action=ActionSpec(SpaceKind.JOINT_POSITION, names, units, low, high, gripper,
+control_hz), state=StateSpec(names, units), ...)`, give every camera its `role` (external
+or wrist), return `proprio` in the order of `state`, and override `apply_command(ArmCommand)`:
+the bridge hands it a finite vector already clipped to the declared low/high, plus the
+terminate flag. Such an arm is served in protocol v2 only.
+
 BEFORE THIS DRIVER MOVES A REAL ARM (checklist; every item must be true and signed off):
 
 1. A hardware emergency stop is wired into the arm's safety circuit, within reach of the
@@ -83,7 +91,10 @@ class TemplateArmDriver(RobotDriver):
 
     def reset(self, scene: SceneSpec) -> ResetResult:
         """Move the arm to its home pose (SDK call goes here, before returning), then ask the
-        operator to set the scene up; the orchestrator waits for their confirmation."""
+        operator to set the scene up; the orchestrator waits for their confirmation and sends
+        the reset again with `operator_confirmed` set: then the episode may start."""
+        if scene.operator_confirmed:
+            return ResetResult(ready=True)
         objects = ", ".join(scene.objects) or "(none)"
         distractors = ", ".join(scene.distractors) or "(none)"
         text = (

@@ -1,8 +1,9 @@
 """OpenCV renderer of the simulated tabletop: RGB uint8 HxWx3 frames that depend on the scene.
 
-Cameras: "main", a perspective camera behind and above the robot base (at -x) looking at the
-table, posed per environment with a deterministic jitter from the scene seed; and "wrist", a
-camera on the end effector looking straight down. The table texture and colour come from the
+Cameras: "main" (also named "front": the same view), a perspective camera behind and above the
+robot base (at -x) looking at the table, posed per environment with a deterministic jitter
+from the scene seed, role external; and "wrist", a camera on the end effector looking straight
+down past the fingers, turning with the gripper's yaw, role wrist. The table texture and colour come from the
 scene's background, the lighting gain (and a dim vignette or a sunlit patch) from its
 environment; the environment's clutter sits at the table's rim. Objects are drawn by shape
 and colour (cans with a metal top, hollow cups, balls, boxes, sponges with pores, bananas,
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from robots.sim import kinematics
 from robots.sim.catalog import BACKGROUNDS, ENVIRONMENTS, OBJECTS
 from robots.sim.world import (
     CAB_DEPTH,
@@ -37,9 +39,11 @@ from robots.sim.world import (
     ObjectState,
     WorldState,
 )
+from robots.spaces import CameraRole
 from robots.types import SceneSpec
 
-CAMERAS = ("main", "wrist")
+CAMERAS = ("main", "front", "wrist")
+EXTERNAL_VIEWS = ("main", "front")  # the same external view under either name
 TABLE_HALF = 0.5  # the table texture covers [-0.5, 0.5]^2 m
 TEX = 512  # texture pixels per side
 SHOULDER = np.array([-0.28, -0.42, 0.42])
@@ -79,6 +83,11 @@ class Camera:
         s = 2 * TABLE_HALF / TEX
         a = np.array([[s, 0, -TABLE_HALF + s / 2], [0, s, -TABLE_HALF + s / 2], [0, 0, 1]])
         return hw @ a
+
+
+def camera_role(name: str) -> CameraRole:
+    """The role of a sim camera by its name (robots.spaces.CameraSpec.role)."""
+    return CameraRole.WRIST if name == "wrist" else CameraRole.EXTERNAL
 
 
 def _camera(eye, right, down, forward, fov_v: float, width: int, height: int) -> Camera:
@@ -199,7 +208,7 @@ class Renderer:
         self._bg: dict[str, np.ndarray] = {}
         self._main: dict[str, Camera] = {}
         for name, (h, w) in self.views.items():
-            if name != "main":
+            if name not in EXTERNAL_VIEWS:
                 continue
             cam = main_camera(scene, w, h)
             img = cv2.warpPerspective(tex, cam.table_homography(), (w, h), flags=cv2.INTER_LINEAR,
@@ -212,12 +221,16 @@ class Renderer:
                 self._clutter(img, cam, c)
             self._bg[name], self._main[name] = img, cam
 
-    def render(self, state: WorldState) -> dict[str, np.ndarray]:
-        return {name: self.render_camera(state, name) for name in self.views}
+    def render(self, state: WorldState,
+               joints: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
+        """Every camera's frame. `joints`: a joint_position arm's UR5e joints, whose links
+        the external view draws (else a plain arm from a fixed shoulder)."""
+        return {name: self.render_camera(state, name, joints) for name in self.views}
 
-    def render_camera(self, state: WorldState, name: str) -> np.ndarray:
+    def render_camera(self, state: WorldState, name: str,
+                      joints: tuple[float, ...] | None = None) -> np.ndarray:
         h, w = self.views[name]
-        if name == "main":
+        if name in EXTERNAL_VIEWS:
             cam, img = self._main[name], self._bg[name].copy()
         else:
             cam = wrist_camera(state.ee, w, h)
@@ -226,12 +239,13 @@ class Renderer:
                                       borderValue=self.wall)
             for c in state.clutter:
                 self._clutter(img, cam, c)
-        self._draw_scene(img, cam, state, arm=name == "main")
+        self._draw_scene(img, cam, state, arm=name in EXTERNAL_VIEWS, joints=joints)
         return img
 
     # ------------------------------------------------------------------ drawing
 
-    def _draw_scene(self, img: np.ndarray, cam: Camera, state: WorldState, arm: bool) -> None:
+    def _draw_scene(self, img: np.ndarray, cam: Camera, state: WorldState, arm: bool,
+                    joints: tuple[float, ...] | None = None) -> None:
         x, y, z = state.ee[:3]
         d = state.drawer
         surface = CAB_HEIGHT if d is not None and d.over_cabinet(x, y) else 0.0
@@ -254,7 +268,7 @@ class Renderer:
         _, depths = cam.project(np.array([o.pos for o in items] + [[x, y, z + 0.03]]))
         for i in sorted(range(len(items) + 1), key=lambda i: -depths[i]):  # far to near
             if i == len(items):
-                self._gripper(img, cam, state, arm)
+                self._gripper(img, cam, state, arm, joints)
             else:
                 self._object(img, cam, items[i])
 
@@ -393,14 +407,31 @@ class Renderer:
             th = max(1, int(cam.f * 0.012 / depth.mean()))
             cv2.line(img, _px(uv[0]), _px(uv[1]), _lit((190, 190, 195), self.gain), th)
 
-    def _gripper(self, img, cam: Camera, state: WorldState, arm: bool) -> None:
+    def _links(self, img, cam: Camera, joints: tuple[float, ...],
+               grip_top: tuple[float, float, float]) -> None:
+        """The UR5e's links (base to flange, then down to the gripper), far to near."""
+        pts = np.array([f[:3, 3] for f in kinematics.frames(joints)[:7]] + [grip_top])
+        uv, depth = cam.project(pts)
+        dark, light = _lit((70, 72, 80), self.gain), _lit((150, 160, 175), self.gain)
+        segs = sorted(range(len(pts) - 1), key=lambda i: -(depth[i] + depth[i + 1]))
+        for i in segs:
+            if min(depth[i], depth[i + 1]) < NEAR:
+                continue
+            th = max(2, int(cam.f * (0.045 if i < 3 else 0.032) / (depth[i] + depth[i + 1]) * 2))
+            cv2.line(img, _px(uv[i]), _px(uv[i + 1]), light if i in (1, 2) else dark, th)
+
+    def _gripper(self, img, cam: Camera, state: WorldState, arm: bool,
+                 joints: tuple[float, ...] | None = None) -> None:
         x, y, z, _, _, yaw = state.ee
         metal, dark = _lit((175, 178, 185), self.gain), _lit((70, 72, 80), self.gain)
         if arm:
-            uv, depth = cam.project(np.array([SHOULDER, [x, y, z + 0.10]]))
-            if depth.min() > NEAR:
-                th = max(2, int(cam.f * 0.035 / depth.mean()))
-                cv2.line(img, _px(uv[0]), _px(uv[1]), dark, th)
+            if joints is not None:
+                self._links(img, cam, joints, (x, y, z + 0.095))
+            else:
+                uv, depth = cam.project(np.array([SHOULDER, [x, y, z + 0.10]]))
+                if depth.min() > NEAR:
+                    th = max(2, int(cam.f * 0.035 / depth.mean()))
+                    cv2.line(img, _px(uv[0]), _px(uv[1]), dark, th)
             self._extrude(img, cam, _ring(x, y, z + 0.045, _rect(0.02, 0.045, yaw)),
                           0.05 * _UP, dark, metal)
         gap = 0.015 + 0.06 * state.gripper

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from dashboard.cli import free_port, start_server, stop_server
-from dashboard.sample import CampaignSpec, populate
-from dashboard.screenshots import CHROMIUM, browser_page, enter_name, settle
 from orchestrator.store import migrate
 from orchestrator.store.db import Store, make_engine
 from orchestrator.store.models import Label
+from tests.dashboard_sample import CampaignSpec, populate
+from tests.screenshots import CHROMIUM, browser_page, enter_name, settle
 
 pytestmark = pytest.mark.browser
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from dashboard.cli import free_port, start_server, stop_server
-from dashboard.sample import CampaignSpec, populate
-from dashboard.screenshots import browser_page
 from orchestrator.store import migrate
 from orchestrator.store.db import Store, make_engine
 from orchestrator.store.labels import LabelInput, save_label
+from tests.dashboard_sample import CampaignSpec, populate
 from tests.e2e.test_browser import _require_browser
+from tests.screenshots import browser_page
 
 pytestmark = pytest.mark.browser
 

@@ -28,12 +28,12 @@ from sqlalchemy import select
 
 from dashboard.cli import free_port, start_server, stop_server
 from dashboard.label_keys import TEST_SAVE_GATE_ENV
-from dashboard.sample import CampaignSpec, populate
-from dashboard.screenshots import browser_page
 from orchestrator.store import migrate
 from orchestrator.store.db import Store, make_engine
 from orchestrator.store.models import Event, Label, LabelVersion
+from tests.dashboard_sample import CampaignSpec, populate
 from tests.e2e.test_browser import _require_browser
+from tests.screenshots import browser_page
 
 pytestmark = pytest.mark.browser
 WHO = "race-eve"

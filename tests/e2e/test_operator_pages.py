@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import select, update
 
 from dashboard.cli import free_port, start_server, stop_server
-from dashboard.sample import CampaignSpec, populate
-from dashboard.screenshots import browser_page, enter_name, settle
 from orchestrator.store import migrate
 from orchestrator.store.db import Store, make_engine
 from orchestrator.store.models import Campaign, Robot
+from tests.dashboard_sample import CampaignSpec, populate
 from tests.e2e.test_browser import _require_browser
+from tests.screenshots import browser_page, enter_name, settle
 
 pytestmark = pytest.mark.browser
 WIDTH, HEIGHT = 800, 900

@@ -20,12 +20,17 @@ from typing import Self
 import numpy as np
 
 from robots.drivers.base import (
+    ActionSpec,
+    ArmCommand,
     CameraSpec,
     Capabilities,
     DriverObservation,
+    NotReady,
     ResetResult,
     RobotDriver,
+    StateSpec,
 )
+from robots.spaces import CameraRole, GripperConvention, SpaceKind
 from robots.types import Action, ActionSpace, SceneSpec
 
 
@@ -96,6 +101,57 @@ class FailingDriver(FixedFrameDriver):
 class TwoCameraDriver(FixedFrameDriver):
     def __init__(self, image_size: tuple[int, int] = (64, 64)):
         super().__init__(image_size, cameras=("front", "wrist"))
+
+
+class JointDriver(FixedFrameDriver):
+    """A 3-joint arm with a gripper that declares joint_position (protocol v2 only), an
+    external and a wrist camera, and the joint state. Records every ArmCommand it gets."""
+
+    SPEC = ActionSpec(SpaceKind.JOINT_POSITION, ("j1", "j2", "j3", "gripper"), ("rad", "rad", "rad", "1"),
+                      (-1.0, -2.0, -0.5, 0.0), (1.0, 2.0, 0.5, 1.0), GripperConvention.CLOSED_IS_1, 10.0)
+    STATE = StateSpec(("j1", "j2", "j3", "gripper"), ("rad", "rad", "rad", "1"))
+
+    def __init__(self, image_size: tuple[int, int] = (32, 32)):
+        super().__init__(image_size, cameras=("main", "wrist"), control_hz=10.0)
+        self.joints = [0.0, 0.0, 0.0, 0.0]
+        self.commands: list[ArmCommand] = []
+
+    def capabilities(self) -> Capabilities:
+        h, w = self.image_size
+        return Capabilities(driver="joint", cameras=(CameraSpec("main", h, w),
+                                                     CameraSpec("wrist", h, w, role=CameraRole.WRIST)),
+                            action_space=ActionSpace(control_hz=10.0), privileged_state=True,
+                            action=self.SPEC, state=self.STATE)
+
+    def observe(self) -> DriverObservation:
+        return DriverObservation(dict(self.frames), tuple(self.joints), None, {})
+
+    def apply(self, action: Action) -> None:
+        raise AssertionError("a joint-space arm gets apply_command, never apply")
+
+    def apply_command(self, command: ArmCommand) -> None:
+        self.joints = list(command.values)
+        self.n_applied += 1
+        self.commands.append(command)
+
+    def privileged_state(self) -> dict:
+        return super().privileged_state() | {"commands": [[*c.values, c.terminate] for c in self.commands[-50:]]}
+
+
+class NotReadyDriver(FixedFrameDriver):
+    """Like a simulator: nothing to observe before the first reset (raises NotReady)."""
+
+    def observe(self) -> DriverObservation:
+        if self.resets == 0:
+            raise NotReady("no scene yet")
+        return super().observe()
+
+
+class RefusingResetDriver(FixedFrameDriver):
+    """An arm that refuses every scene (the driver raises in reset)."""
+
+    def reset(self, scene: SceneSpec) -> ResetResult:
+        raise RuntimeError(f"cannot set up {scene.skill!r}: gripper calibration lost")
 
 
 # --- a bridge in its own process (always killed by the context manager) ---------------------

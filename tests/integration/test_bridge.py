@@ -46,14 +46,16 @@ def test_hello_reports_capabilities_and_session(bridge, client):
     info = client.hello()
     assert info.session_id == bridge.session_id == client.session_id
     assert info.capabilities.driver == "fixed" and info.capabilities.cameras[0].height == 64
-    assert info.watchdog_ms == WATCHDOG_MS and info.versions == (1,)
+    assert info.watchdog_ms == WATCHDOG_MS and info.versions == (1, 2) and info.version == client.version == 2
+    assert client.capabilities == info.capabilities and info.capabilities.action_spec.label == "ee_delta[7]"
     assert abs(info.clock_offset_ns) < 10**9  # same clock: ~0 (a units or sign bug is ~1e18)
 
 
 def test_act_returns_applied_action_and_next_observation(client):
     _episode(client)
     r = client.act(Action(dx=0.01, gripper=0.5))
-    assert r.applied == Action(dx=0.01, gripper=0.5) and r.clipped == (False,) * 7
+    assert r.action == Action(dx=0.01, gripper=0.5) and r.clipped == (False,) * 7
+    assert r.applied == (0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5) and r.terminate is False
     obs = r.observation
     assert obs.episode_id == "ep-1" and math.isclose(obs.proprio[0], 0.01)
     front = obs.frames["front"]
@@ -126,24 +128,24 @@ def test_estop_latches_and_only_rearm_releases(client):
     assert st["counters"]["refused_estopped"] == 2 and client.privileged()["n_applied"] == before
     assert not client.rearm().estopped
     _episode(client, "ep-3")
-    assert client.act(Action(dx=0.01)).applied.dx == 0.01
+    assert client.act(Action(dx=0.01)).applied[0] == 0.01
     assert client.status()["counters"]["rearms"] == 1
 
 
 def test_out_of_range_clipped_and_nan_refused_both_reported(client):
     _episode(client)
     r = client.act(Action(dx=0.5, droll=-3.0, gripper=7.0))
-    assert (r.applied.dx, r.applied.droll, r.applied.gripper) == (0.05, -0.25, 1.0)
+    assert (r.action.dx, r.action.droll, r.action.gripper) == (0.05, -0.25, 1.0)
     assert r.clipped == (True, False, False, True, False, False, True)
     assert r.summary.counters["actions_clipped"] == 1
     assert client.privileged()["applied"][-1][1] == 0.05  # the arm got the clipped value
     n = client.privileged()["n_applied"]
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(BridgeCommandError) as ei:
-            client.act([0.0, 0.01, bad, 0.0, 0.0, 0.0, 0.0, 1.0])
+            client.act([0.01, bad, 0.0, 0.0, 0.0, 0.0, 1.0])
         assert ei.value.code == "NON_FINITE"
     with pytest.raises(BridgeCommandError):
-        client.act([float("nan"), 0, 0, 0, 0, 0, 0, 1.0])  # terminate too
+        client.act([0, 0, 0, 0, 0, 0, float("nan")], terminate=True)  # the gripper too
     st = client.status()
     assert st["counters"]["non_finite_refused"] == 4 and client.privileged()["n_applied"] == n
 
@@ -153,7 +155,7 @@ def test_workspace_clip_from_current_pose(client):
     for _ in range(4):  # z from 0.2 to 0.4 (the workspace ceiling) in 5 cm steps
         client.act(Action(dz=0.05))
     r = client.act(Action(dz=0.05))
-    assert r.applied.dz == pytest.approx(0.0, abs=1e-9) and r.clipped[2]
+    assert r.action.dz == pytest.approx(0.0, abs=1e-9) and r.clipped[2]
 
 
 def test_stale_and_non_increasing_seq_dropped(client):
@@ -167,7 +169,7 @@ def test_stale_and_non_increasing_seq_dropped(client):
         assert ei.value.code == "STALE_COMMAND"
     assert client.privileged()["n_applied"] == n
     assert client.status()["counters"]["stale_refused"] == 4
-    assert client.act(Action(dx=0.01), seq=13).applied.dx == 0.01
+    assert client.act(Action(dx=0.01), seq=13).action.dx == 0.01
 
 
 def test_commands_for_another_episode_refused(client):
@@ -187,7 +189,7 @@ def test_driver_error_is_reported_and_bridge_keeps_serving(tmp_path):
         with pytest.raises(BridgeCommandError) as ei:
             c.act(Action(dx=0.045))
         assert ei.value.code == "DRIVER_ERROR" and ei.value.summary.holding
-        assert c.act(Action(dx=0.01)).applied.dx == 0.01
+        assert c.act(Action(dx=0.01)).action.dx == 0.01
         assert c.status()["counters"]["driver_errors"] == 1
 
 

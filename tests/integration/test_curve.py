@@ -62,7 +62,7 @@ def test_allowed_key_works(secure_bridge, keys):
     with BridgeClient(secure_bridge.endpoint, 3000, curve=_client_keys(keys)) as c:
         assert c.hello().session_id == secure_bridge.session_id
         assert c.reset(SCENE, "ep").ready
-        assert c.act(Action(dx=0.01)).applied.dx == 0.01
+        assert c.act(Action(dx=0.01)).action.dx == 0.01
         c.end_episode()
 
 

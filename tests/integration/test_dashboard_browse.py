@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dashboard.sample import CampaignSpec, Sample, populate
 from orchestrator.store import browse
 from orchestrator.store.campaigns import log_event
 from orchestrator.store.db import Store
 from orchestrator.store.labels import LabelInput, save_label
 from orchestrator.store.models import Event
+from tests.dashboard_sample import CampaignSpec, Sample, populate
 
 
 @pytest.fixture
@@ -83,4 +83,4 @@ def test_operator_prompts_and_confirmation(store: Store, sample: Sample) -> None
         fleet = browse.fleet(s)
         safety = browse.events(s, safety=True)
     assert [r.name for r in fleet] == ["arm-1", "arm-2"]
-    assert {"estop_requested", "watchdog_hold"} <= {e.kind for e in safety}
+    assert {"estop_requested", "robot_estopped", "estop_rearmed"} <= {e.kind for e in safety}

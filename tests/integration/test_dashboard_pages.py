@@ -16,13 +16,13 @@ from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from dashboard.sample import CampaignSpec, Sample, populate
 from orchestrator.config import get_settings
 from orchestrator.reporting import ReportFilters, build_report_for_ids
 from orchestrator.store.db import Store
 from orchestrator.store.labels import LabelInput, save_label
 from orchestrator.store.models import Campaign, Event, Label
 from protocols.stats import format_cell
+from tests.dashboard_sample import CampaignSpec, Sample, populate
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 POLICIES = ("Zephyr-VLA-7b", "Quokka-Heuristic")  # distinctive: searched for on blind pages
@@ -365,7 +365,7 @@ def test_episode_page(sdash: Dash) -> None:
     assert len(steps) > 3 and {"inference_ms", "plan"} <= set(steps.columns)
     labels = at.dataframe[3].value
     assert {"sim", "human"} <= set(labels["source"])
-    assert len(at.get("video")) == 2 and len(at.get("vega_lite_chart")) == 1
+    assert len(at.get("video")) == 2 and len(at.get("vega_lite_chart")) == 2  # actions, latency
     missing = run_app("episode", episode="999999")
     assert "does not exist" in missing.error[0].value
 

@@ -15,11 +15,12 @@ import yaml
 from orchestrator.simfleet import SimFleet
 from robots import estop
 from robots.client import BridgeClient
-from robots.protocol import PROTOCOL_VERSION
+from robots.protocol import MIN_VERSION, SUPPORTED_VERSIONS
 
 
-def test_fast_path_speaks_the_current_protocol_version() -> None:
-    assert estop.PROTOCOL_VERSION == PROTOCOL_VERSION
+def test_fast_path_speaks_a_version_every_bridge_understands() -> None:
+    # estop is the same message in every version; v1 also reaches v1-only bridges
+    assert estop.PROTOCOL_VERSION in SUPPORTED_VERSIONS and estop.PROTOCOL_VERSION == MIN_VERSION
 
 
 def test_fleet_stop_from_a_shell_latches_before_the_command_returns(tmp_path: Path) -> None:
@@ -54,3 +55,41 @@ def test_fleet_stop_reports_an_unreachable_arm(tmp_path: Path) -> None:
         {"arms": [{"name": "ghost", "endpoint": "tcp://127.0.0.1:9"}]}))
     results = estop.estop_all(estop.targets_from_fleet_yaml(fleet_yaml, None), "test", 200)
     assert results["ghost"].startswith("FAILED")
+
+
+def test_estop_counts_only_when_the_reply_shows_the_latch() -> None:
+    """An `ok` reply whose safety summary does not show the latch is not an e-stop (the old
+    check read a `status` field the estop reply never has, so it was always true)."""
+    import threading
+
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    answers = [False, True]
+
+    def serve() -> None:
+        for latched in answers:
+            if not router.poll(5000):
+                return
+            ident, body = router.recv_multipart()
+            h = msgpack.unpackb(body)
+            router.send_multipart([ident, msgpack.packb({
+                "v": 1, "type": "estop", "id": h["id"], "ok": True, "sid": "s" * 32, "t": [0, 0, 0],
+                "st": {"estopped": latched, "holding": True, "in_episode": False, "counters": {}}})])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        target = estop.StopTarget("arm", endpoint)
+        first = estop.estop_one(target, "test", 5000, ctx)
+        second = estop.estop_one(target, "test", 5000, ctx)
+        assert first.startswith("FAILED") and "latch" in first, first
+        assert second == "e-stopped"
+    finally:
+        t.join(5)
+        router.close(0)
+        ctx.term()

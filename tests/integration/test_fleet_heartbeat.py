@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import runner as runner_mod
+from orchestrator import runner_arms as runner_mod  # probing lives there
 from orchestrator.liveness import ArmState, displayed_state
 from orchestrator.runner import FleetRunner
 from orchestrator.simfleet import SimFleet

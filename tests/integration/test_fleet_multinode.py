@@ -68,7 +68,7 @@ def test_campaign_on_a_three_node_cluster(cluster, sqlite_store, tmp_path: Path)
         runner = FleetRunner(store, cfg, media_dir=str(media))
         with started(runner):
             run_to_done(runner, deadline_s=120)
-            arm_nodes = {name: arm.info["node_id"] for name, arm in runner.arms.items()}
+            arm_nodes = {name: arm.info.node_id for name, arm in runner.arms.items()}
             workers = [w for pool in runner.workers.values() for w in pool]
             worker_nodes = {
                 ray.get(w.__ray_call__.remote(

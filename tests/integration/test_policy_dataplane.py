@@ -16,11 +16,10 @@ from orchestrator.actors.dataplane import (
     PolicyError,
     PolicyServer,
     PolicyUnavailable,
-    decode_request,
-    encode_request,
 )
 from orchestrator.episode import slot_delay
 from policies.base import Policy, PolicyBatchResult, PolicyInput, PolicyMetadata, PolicyOutput
+from robots import protocol as P
 from robots.types import Action, ActionSpace
 
 
@@ -65,8 +64,10 @@ def test_codec_round_trip_keeps_frames_zero_copy_and_read_only() -> None:
     import zmq
 
     parts = [zmq.Frame(p if isinstance(p, bytes) else memoryview(p).tobytes())
-             for p in encode_request(3, inp)]
-    rid, back = decode_request(parts)
+             for p in P.encode_policy_request(3, inp)]
+    msg = P.decode_policy_message(parts)
+    assert isinstance(msg, P.PolicyRequest)
+    rid, back = msg.id, msg.input
     assert rid == 3 and back.arm == "arm-1" and back.instruction == inp.instruction
     assert back.privileged == {"ee": [0, 0, 0.2]} and back.proprio == inp.proprio
     assert back.frames["main"].shape == (16, 16, 3) and int(back.frames["main"][0, 0, 0]) == 9
@@ -163,3 +164,69 @@ def test_phase_grid_spreads_arms_over_the_control_period() -> None:
             walls.append((wall + delay) % period)
         offsets = sorted((w - walls[0]) % period for w in walls)
         assert offsets == pytest.approx([0.0, 0.05, 0.1], abs=1e-6)
+
+
+def test_chunks_cross_as_a_raw_float_buffer_with_their_shape() -> None:
+    from policies.testing import ChunkedPolicy
+
+    s = PolicyServer(ChunkedPolicy({"horizon": 16, "execute_steps": 8, "control_hz": 15.0}),
+                     max_batch=8, batch_wait_s=0.0)
+    s.start()
+    c = PolicyClient(s.endpoint, s.instance, timeout_s=5)
+    try:
+        r = c.act(_input("arm-1"))
+    finally:
+        c.close()
+        s.stop()
+    chunk = r.output.chunk
+    assert chunk is not None and r.output.action is None
+    assert chunk.values.shape == (16, 7) and chunk.control_hz == 15.0
+    assert chunk.values[3, 2] == pytest.approx(0.004) and not chunk.values.flags.writeable
+    assert r.output.text == "chunk 0"
+
+
+def test_an_rt2_reply_keeps_its_action_and_is_a_chunk_of_one(server: PolicyServer) -> None:
+    c = PolicyClient(server.endpoint, server.instance, timeout_s=5)
+    try:
+        r = c.act(_input("arm-1", 42))
+    finally:
+        c.close()
+    assert r.output.action is not None and r.output.chunk is not None
+    assert r.output.chunk.values.shape == (1, 7)
+    assert r.output.chunk.row(0) == r.output.action.continuous()
+
+
+def test_chunk_codec_is_strict() -> None:
+    out = PolicyOutput(Action(dx=0.01, gripper=1.0))
+    header, buf = P.encode_policy_reply(5, P.PolicyReply(out, 0.01, 1, 0.0))
+    rid, reply = P.decode_policy_reply([header, buf])
+    assert rid == 5 and isinstance(reply, P.PolicyReply)
+    assert reply.output.the_chunk.values[0, 0] == 0.01
+    with pytest.raises(P.ProtocolError, match="needs 56"):
+        P.decode_policy_reply([header, buf[:-8]])
+    with pytest.raises(P.ProtocolError, match="expected 2"):
+        P.decode_policy_reply([header])
+    h = P.unpack_header(header)
+    h["chunk"]["shape"] = [1, 99]
+    with pytest.raises(P.ProtocolError, match="shape"):
+        P.decode_policy_reply([P.pack_header(h), buf])
+
+
+def test_a_malformed_request_is_answered_with_a_failure_not_silence(server: PolicyServer) -> None:
+    import zmq
+
+    inp = _input("arm-1")
+    header, *frames = P.encode_policy_request(11, inp)
+    h = P.unpack_header(header)
+    h["proprio"] = h.pop("state")  # the pre-codec field name: an unknown field now
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(server.endpoint)
+        sock.send_multipart([P.pack_header(h), *(memoryview(f).tobytes() for f in frames)])
+        assert sock.poll(5000)
+        rid, reply = P.decode_policy_reply(sock.recv_multipart())
+    finally:
+        sock.close()
+    assert rid == 11 and isinstance(reply, P.PolicyFailure)
+    assert "unknown fields ['proprio']" in reply.error and server.errors == 1

@@ -26,7 +26,7 @@ def _lease_one(store: Store, holder: str, lease_s: float = 60.0) -> queue.Leased
 def _run_episode(store: Store, trial_id: int, holder: str, *, success: bool = True) -> bool:
     with store.write() as s:
         ep = queue.start_episode(s, trial_id, holder=holder, robot_id=None)
-        queue.add_steps(
+        queue.add_step_rows(
             s,
             [
                 {"episode_id": ep, "idx": i, "dx": 0.0, "dy": 0.0, "dz": 0.0, "droll": 0.0,

@@ -100,8 +100,8 @@ def test_step_frames_and_latency() -> None:
             "inference_ms", "orchestration_ms", "command_ms")
     table = StepTable(cols, tuple((i, 0.01, 0, 0, 0, 0, 0, 1.0, 2.0, 30.0 + i, 1.0, 0.5)
                                   for i in range(5)))
-    motion, grip = charts.actions_frames(table)
-    assert list(grip["gripper"]) == [1.0] * 5 and "gripper" not in motion
+    long = charts.action_long(charts.step_frame(table))
+    assert list(long[long["dimension"] == "gripper"]["value"]) == [1.0] * 5
     summary = charts.latency_summary(charts.step_frame(table))
     assert summary.loc["inference_ms", "max"] == 34.0
     assert not math.isnan(summary.loc["command_ms", "mean"])

@@ -48,7 +48,7 @@ def spec(kind: str = "random", options: dict | None = None, *, config_kind: str 
          "unknown kind 'orcale' (choose from oracle, vision_heuristic, random, vla)"),
         ({"kind": "vla"}, "--kind vla needs --path"),
         ({"kind": "random", "options": {"bogus": "1"}},
-         "unknown option 'bogus' for kind random (allowed: seed, scale, terminate_prob)"),
+         "unknown option 'bogus' for kind random (allowed: seed, scale, terminate_prob, space)"),
         ({"kind": "random", "options": {"scale": "5"}}, "option 'scale' for kind random"),
         ({"kind": "oracle", "options": {"seed": "x"}}, "option 'seed' for kind oracle"),
         ({"kind": "oracle", "path": "/tmp"}, "--kind oracle takes no --path"),

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from robots import safety as S
+from robots.spaces import ActionSpec, SpaceKind, ee_delta_spec
 from robots.types import Action, ActionSpace, Workspace
 
 SPACE = ActionSpace()
@@ -136,8 +137,37 @@ def test_command_age():
     assert S.check_command(s, 1, 0, now, 0) is V.OK  # age check off
 
 
-def test_overflowing_values_are_refused_too():
-    assert not S.is_finite_values([1e308, 1e308])  # documented: refused, never executed
+def test_large_finite_values_are_clipped_not_refused():
+    assert S.is_finite_values([1e308, 1e308])  # finite: clipped, never refused as NaN/inf
     assert not S.is_finite_values(["0.1"])  # not numbers
+    r = S.clip_action(Action(dx=1e308, dy=-1e308, dz=1e300), SPACE, WS, None)
+    assert r.action.continuous()[:3] == (0.05, -0.05, 0.05) and r.clipped[:3] == (True, True, True)
+    r = S.clip_action(Action(dx=1e308), SPACE, WS, (0.0, 0.0, 0.2))
+    assert r.action.dx == 0.05
+
+
+JOINT = ActionSpec(SpaceKind.JOINT_POSITION, ("j1", "j2", "j3", "gripper"), ("rad", "rad", "rad", "1"),
+                   (-1.0, -2.0, -0.5, 0.0), (1.0, 2.0, 0.5, 1.0))
+
+
+def test_clip_command_joint_position_per_joint_limits_only():
+    r = S.clip_command((0.5, -3.0, 1e300, 2.0), JOINT, WS, None)
+    assert r.values == (0.5, -2.0, 0.5, 1.0) and r.clipped == (False, True, True, True) and r.any_clipped
+    # joint spaces never see the workspace box, even with an ee position far outside it
+    r = S.clip_command((0.9, 0.0, 0.0, 0.0), JOINT, WS, (5.0, 5.0, 5.0))
+    assert r.values == (0.9, 0.0, 0.0, 0.0) and not r.any_clipped
     with pytest.raises(S.NonFiniteAction):
-        S.clip_action(Action(dx=1e308, dy=1e308), SPACE, WS, None)
+        S.clip_command((0.0, math.nan, 0.0, 0.0), JOINT, WS, None)
+    with pytest.raises(S.NonFiniteAction):
+        S.clip_command((0.0, 0.0, -math.inf, 0.0), JOINT, WS, None)
+    with pytest.raises(ValueError, match=r"joint_position\[4\]: action has 3 values"):
+        S.clip_command((0.0, 0.0, 0.0), JOINT, WS, None)
+
+
+def test_clip_command_ee_delta_matches_clip_action():
+    spec = ee_delta_spec(SPACE)
+    for vals, ee in [((0.2, -0.2, 0.0, 1.0, 0.0, 0.0, 2.0), None), ((0.05, 0.0, -0.05, 0.0, 0.0, 0.0, 0.5),
+                                                                    (0.34, 0.0, 0.01))]:
+        a = S.clip_action(Action.from_continuous(vals), SPACE, WS, ee)
+        c = S.clip_command(vals, spec, WS, ee)
+        assert c.values == a.action.continuous() and c.clipped == a.clipped

@@ -1,7 +1,8 @@
 """Screenshots of every dashboard page from a real browser (Debian chromium via Playwright),
-served on a freshly populated sample store (dashboard.sample).
+served on a freshly populated sample store (tests/dashboard_sample.py). Test scaffolding,
+not part of the shipped `dashboard` package.
 
-    .venv/bin/python -m dashboard.screenshots [--out docs/screenshots]
+    .venv/bin/python -m tests.screenshots [--out docs/screenshots]
 
 Never downloads a browser: it drives /usr/bin/chromium (apt-get install chromium).
 """
@@ -42,7 +43,7 @@ def browser_page(width: int = 1440, height: int = 1000) -> Iterator[object]:
             browser.close()
 
 
-def settle(page, ms: int = 600) -> None:  # type: ignore[no-untyped-def]
+def settle(page, ms: int = 600) -> None:
     """Wait until Streamlit has finished the current script run."""
     page.wait_for_selector("[data-testid='stApp']")
     page.wait_for_timeout(300)
@@ -51,7 +52,7 @@ def settle(page, ms: int = 600) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_timeout(ms)
 
 
-def full_height(page, limit: int = 3200) -> None:  # type: ignore[no-untyped-def]
+def full_height(page, limit: int = 3200) -> None:
     """Streamlit scrolls inside its main block: grow the viewport to show all of it."""
     height = page.evaluate(
         "() => { const m = document.querySelector(\"[data-testid='stMain']\");"
@@ -60,7 +61,7 @@ def full_height(page, limit: int = 3200) -> None:  # type: ignore[no-untyped-def
     settle(page, 1000)
 
 
-def enter_name(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def enter_name(page, name: str) -> None:
     box = page.get_by_role("textbox", name="Your name (evaluator)")
     box.fill(name)
     box.press("Enter")
@@ -137,9 +138,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     args = ap.parse_args()
-    from dashboard.sample import CampaignSpec, populate
     from orchestrator.store import migrate
     from orchestrator.store.db import Store, make_engine
+    from tests.dashboard_sample import CampaignSpec, populate
 
     with tempfile.TemporaryDirectory() as d:
         home = Path(d)

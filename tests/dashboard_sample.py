@@ -1,8 +1,9 @@
 """A populated store for demos, screenshots and the dashboard's tests: campaigns whose episodes
 ran in the simulator (real H.264 videos, steps with latencies, sim labels), human labels from a
-few evaluators (with disagreements), robots, an operator prompt and safety events.
+few evaluators (with disagreements), robots, an operator prompt and safety events. Test
+scaffolding: it lives in tests/, not in the shipped `dashboard` package.
 
-    .venv/bin/python -m dashboard.sample          # into $EVALFLEET_HOME (migrates first)
+    .venv/bin/python -m tests.dashboard_sample    # into $EVALFLEET_HOME (migrates first)
 
 Episodes go through the real queue functions (lease, start, add_steps, complete), as the
 orchestrator writes them. Without robots.sim / policies, frames are synthetic.
@@ -26,6 +27,7 @@ from orchestrator.store.campaigns import PolicySpec, create_campaign, log_event,
 from orchestrator.store.db import Store
 from orchestrator.store.labels import LabelInput, save_label
 from orchestrator.store.models import Campaign, Episode, Robot, utcnow
+from orchestrator.store.states import CampaignStatus, EventKind
 from protocols.loader import load_protocol, resolve_protocol_path, scene_for
 
 ROBOTS = (("arm-1", "station-a"), ("arm-2", "station-b"))
@@ -78,7 +80,7 @@ class _Runner:
         except Exception:  # noqa: BLE001 - the sim is optional here: fall back to synthetic frames
             self._sim = None
 
-    def run(self, task, seed: int, good: bool, max_steps: int):  # type: ignore[no-untyped-def]
+    def run(self, task, seed: int, good: bool, max_steps: int):
         if self._sim is not None:
             try:
                 return self._simulate(task, seed, good, max_steps)
@@ -88,7 +90,7 @@ class _Runner:
                 self._sim = None
         return self._synthetic(seed, good, max_steps)
 
-    def _simulate(self, task, seed: int, good: bool, max_steps: int):  # type: ignore[no-untyped-def]
+    def _simulate(self, task, seed: int, good: bool, max_steps: int):
         sim_driver, camera_spec, oracle_cls, policy_input = self._sim
         d = sim_driver(cameras=(camera_spec("main", 192, 256), camera_spec("wrist", 96, 96)))
         d.connect()
@@ -119,7 +121,7 @@ class _Runner:
         d.close()
         return frames, actions, ok
 
-    def _synthetic(self, seed: int, good: bool, max_steps: int):  # type: ignore[no-untyped-def]
+    def _synthetic(self, seed: int, good: bool, max_steps: int):
         from robots.types import Action
 
         n = max_steps // 2
@@ -134,7 +136,7 @@ class _Runner:
         return frames, actions, good and self.rng.random() < 0.8
 
 
-def _steps(ep: int, actions, rng: random.Random) -> list[dict]:  # type: ignore[no-untyped-def]
+def _steps(ep: int, actions, rng: random.Random) -> list[dict]:
     rows = []
     for i, (a, plan) in enumerate(actions):
         inference = rng.uniform(18, 40)
@@ -166,7 +168,7 @@ def populate(store: Store, media_dir: Path, specs: Sequence[CampaignSpec] = (
                                               else "random"))
             cid = create_campaign(s, name=spec.name, loaded=loaded, policy_names=spec.policies,
                                   trials_per_task=spec.trials, seed=seed).id
-            s.get(Campaign, cid).status = "running"
+            s.get(Campaign, cid).status = CampaignStatus.RUNNING
         campaign_ids.append(cid)
         with store.read() as s:
             cands = queue.pending_candidates(s, limit=10_000, campaign_ids=[cid])
@@ -184,7 +186,7 @@ def populate(store: Store, media_dir: Path, specs: Sequence[CampaignSpec] = (
                 media = [m.to_dict() for m in rec.finish()]
             ended = utcnow() - timedelta(minutes=7 * (len(cands) - k))
             with store.write() as s:
-                queue.add_steps(s, _steps(ep, actions, rng))
+                queue.add_step_rows(s, _steps(ep, actions, rng))
                 queue.complete_episode(
                     s, ep, holder="sample", step_count=len(actions), late_steps=0,
                     terminated_by="success" if ok else "max_steps", media=media, sim_success=ok,
@@ -206,13 +208,12 @@ def populate(store: Store, media_dir: Path, specs: Sequence[CampaignSpec] = (
                 running = queue.start_episode(s, lt.trial_id, holder="sample",
                                               robot_id=robots["arm-2"])
             elif not left:
-                s.get(Campaign, cid).status = "done"
-        log_event(s, "watchdog_hold", robot_id=robots["arm-2"], robot="arm-2",
-                  detail="no command for 500 ms: arm held")
-        log_event(s, "estop", actor="ann", robot_id=robots["arm-1"], robot="arm-1",
+                s.get(Campaign, cid).status = CampaignStatus.DONE
+        log_event(s, EventKind.ROBOT_ESTOPPED, robot_id=robots["arm-1"], robot="arm-1",
                   reason="object fell off the table")
-        log_event(s, "rearm", actor="ann", robot_id=robots["arm-1"], robot="arm-1")
-        log_event(s, "operator_setup_required", robot_id=robots["arm-2"],
+        log_event(s, EventKind.ESTOP_REARMED, actor="ann", robot_id=robots["arm-1"],
+                  robot="arm-1")
+        log_event(s, EventKind.OPERATOR_SETUP_REQUIRED, robot_id=robots["arm-2"],
                   campaign_id=campaign_ids[0], robot="arm-2", trial_id=1,
                   instructions="Place the coke can and an apple on the blue cloth, "
                                "15 cm in front of the gripper.")
