@@ -17,8 +17,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/evalfleet demo
 
+# Two workers, one test module each at a time (module fixtures such as the local Ray stay
+# per worker): most of the suite waits on real-time control loops, bridges and browsers.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -179,16 +179,46 @@ def time_orm_baseline(store: Store, episode_ids: list[int], per_episode: int) ->
     return {"rows": len(rows), "seconds": round(dt, 3), "rows_per_s": round(len(rows) / dt)}
 
 
+#: Baseline in the same run: the block query as issue 9 shipped it (grouping the analyst view
+#: v_episode_outcomes by block, joined back to trials), before it was written against the
+#: tables with the labels aggregated first and the ix_trials_blocks index (migration 0010).
+ISSUE9_BLOCK_SQL = """
+SELECT campaign_id, task_key, category, difficulty, present, success, failure, disputed, COUNT(*)
+FROM (
+    SELECT o.campaign_id AS campaign_id, o.task_key AS task_key, o.category AS category,
+           o.difficulty AS difficulty, SUM(1 << cp.position) AS present,
+           SUM(CASE WHEN o.outcome = 'success' THEN 1 << cp.position ELSE 0 END) AS success,
+           SUM(CASE WHEN o.outcome = 'failure' THEN 1 << cp.position ELSE 0 END) AS failure,
+           SUM(CASE WHEN o.outcome = 'disputed' THEN 1 << cp.position ELSE 0 END) AS disputed
+    FROM (SELECT campaign_id, trial_id, task_key, category, difficulty, outcome
+          FROM v_episode_outcomes src WHERE campaign_id IN ({cid})) o
+    JOIN trials t ON t.id = o.trial_id
+    JOIN campaign_policies cp ON cp.id = t.campaign_policy_id
+    GROUP BY o.campaign_id, o.task_key, o.category, o.difficulty, t.trial_index
+) b
+GROUP BY campaign_id, task_key, category, difficulty, present, success, failure, disputed
+"""
+
+
 def time_report(store: Store, campaign_id: int, repeats: int = 5) -> dict:
-    times = []
+    """The whole report (query + statistics), and alternating with it the issue-9 block query
+    alone as the baseline."""
+    times, baseline = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         report = build_report_for_ids(store, [campaign_id])
         times.append(time.perf_counter() - t0)
+        with store.read() as s:
+            if not store.is_sqlite:
+                s.execute(text("SET LOCAL work_mem = '32MB'"))
+            t0 = time.perf_counter()
+            s.execute(text(ISSUE9_BLOCK_SQL.format(cid=int(campaign_id)))).all()
+            baseline.append(time.perf_counter() - t0)
     overall = next(r for r in report.rows if r.key == "overall")
     return {
         "first_s": round(times[0], 4),
         "median_s": round(statistics.median(times), 4),
+        "baseline_issue9_block_query_median_s": round(statistics.median(baseline), 4),
         "repeats": repeats,
         "episodes_in_report": sum(c.n for c in overall.cells),
     }

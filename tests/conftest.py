@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# The CLIs' rich consoles are module globals that take their width from COLUMNS when first
+# imported; without a terminal that is 80 columns, and which test imports them first differs
+# between a serial and a parallel (xdist) run. One width for every test's CLI output:
+os.environ["COLUMNS"] = "200"
+
 PG_ENV = "EVALFLEET_TEST_POSTGRES_URL"
 PG_SKIP = (
     f"{PG_ENV} is not set: PostgreSQL store tests skipped "

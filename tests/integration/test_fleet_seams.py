@@ -171,8 +171,9 @@ def test_policies_lease_only_to_arms_they_match(sqlite_store, tmp_path: Path) ->
 @pytest.mark.usefixtures("ray_local")
 def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
                                                                   tmp_path: Path) -> None:
-    """An ee_delta sim arm and a joint_position sim arm (with a wrist camera), a policy of
-    each space: every episode of a policy ran on the arm of its space, all counted."""
+    """Two ee_delta sim arms and two joint_position sim arms (UR5e kinematics, with a wrist
+    camera), a policy of each space: every episode of a policy ran on an arm of its space,
+    all counted, and each mismatched pair was refused before leasing with its one line."""
     from orchestrator.fleet_config import SimArm
     from orchestrator.simfleet import SimFleet
     from orchestrator.store.campaigns import PolicySpec, create_campaign, register_policy
@@ -186,13 +187,16 @@ def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
         register_policy(s, PolicySpec(name="rand-joint", kind="random", config={
             "kind": "random", "options": {"space": "joint_position"}}))
         cid = create_campaign(s, name="mixed-sim", loaded=load_protocol(FAST_PROTOCOL),
-                              policy_names=["rand-ee", "rand-joint"], trials_per_task=1,
+                              policy_names=["rand-ee", "rand-joint"], trials_per_task=2,
                               seed=1).id
     cams = [{"name": "front", "size": IMAGE}, {"name": "wrist", "size": "64x64"}]
-    arms = (ArmConfig(name="sim-ee", endpoint="tcp://127.0.0.1:*", timeout_ms=1000,
-                      sim=SimArm(cameras=[{"name": "front", "size": IMAGE}])),
-            ArmConfig(name="sim-ur5", endpoint="tcp://127.0.0.1:*", timeout_ms=1000,
-                      sim=SimArm(space="joint_position", cameras=cams)))
+    ee_arms = ("sim-ee-1", "sim-ee-2")
+    joint_arms = ("sim-ur5-1", "sim-ur5-2")
+    arms = tuple(ArmConfig(name=n, endpoint="tcp://127.0.0.1:*", timeout_ms=1000,
+                           sim=SimArm(cameras=[{"name": "front", "size": IMAGE}]))
+                 for n in ee_arms) + tuple(
+        ArmConfig(name=n, endpoint="tcp://127.0.0.1:*", timeout_ms=1000,
+                  sim=SimArm(space="joint_position", cameras=cams)) for n in joint_arms)
     media = tmp_path / "media"
     with SimFleet(0, arms=arms) as fleet:
         cfg = fleet.config().model_copy(update={"lease_s": 30.0})
@@ -206,9 +210,18 @@ def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
         ).all()
         policy_of = dict(s.execute(select(CampaignPolicy.id, Policy.name).join(
             Policy, Policy.id == CampaignPolicy.policy_id)).all())
+        refused = {e.payload.get("detail") for e in s.scalars(
+            select(Event).where(Event.kind == EventKind.SPACE_MISMATCH))}
     ran = {(policy_of[cp], arm) for arm, _, cp in rows}
-    assert ran == {("rand-ee", "sim-ee"), ("rand-joint", "sim-ur5")}, ran
-    assert sum(counted for _, counted, _ in rows) == 8
+    assert {arm for p, arm in ran if p == "rand-ee"} <= set(ee_arms), ran
+    assert {arm for p, arm in ran if p == "rand-joint"} <= set(joint_arms), ran
+    assert {p for p, _ in ran} == {"rand-ee", "rand-joint"}
+    assert sum(counted for _, counted, _ in rows) == 16  # 2 policies x 4 tasks x 2 trials
+    assert refused == {
+        *(f"policy rand-joint emits joint_position[7]; arm {a} accepts ee_delta[7]"
+          for a in ee_arms),
+        *(f"policy rand-ee emits ee_delta[7]; arm {a} accepts joint_position[7]"
+          for a in joint_arms)}, refused
     check_invariants(store, media, [cid])
 
 
