@@ -32,14 +32,20 @@ def campaign_create(
     by: Annotated[str | None, typer.Option(help="Who schedules it (audit log).")] = None,
     fleet: Annotated[Path | None, typer.Option(
         help="fleet.yaml: match the policies against these arms (asked for their declared "
-             "spaces; the store's last known ones for an arm that does not answer).")] = None,
+             "spaces; the store's last known ones for an arm that does not answer or whose "
+             "hello is refused, said in one line per arm; the campaign is created either way "
+             "and `campaign run` matches again before leasing a trial).")] = None,
 ) -> None:
     """Plan a campaign (paired, interleaved, blind) and queue its trials in the store.
 
     Refused when a policy matches no arm (its action space, gripper, cameras or state do not
     fit any arm's declared spaces, robots.spaces.match_pair): the arms of --fleet, or without
     it every arm whose spaces the store knows (from earlier runs); with neither, nothing is
-    checked here and `campaign run` checks again before leasing any trial."""
+    checked here and `campaign run` checks again before leasing any trial. An arm of --fleet
+    that does not answer hello, or answers one this client refuses (bad capabilities), is
+    reported in one line naming the arm and the reason, and handled the same way either way:
+    matched against the spaces the store last recorded for it, if any, never refusing the
+    campaign on its account."""
     from orchestrator.store.campaigns import CampaignError, create_campaign
     from protocols.loader import ProtocolError, load_protocol, resolve_protocol_path
 
@@ -86,28 +92,44 @@ def _arm_spaces(store, fleet: Path | None) -> dict[str, Any]:  # type: ignore[no
         except FleetConfigError as e:
             fail(str(e))
         names = [a.name for a in cfg.arms]
+        problems = {}
         for a in cfg.arms:
-            sp = _hello_spaces(a)
+            sp, problem = _hello_spaces(a)
             if sp is not None:
                 live[a.name] = sp
+            else:
+                problems[a.name] = problem
     with store.read() as s:
         known = robot_capabilities(s, names)
     out = {n: sp for n, caps in known.items() if (sp := spaces_of(caps)) is not None}
+    if fleet is not None:
+        for arm, problem in problems.items():  # one line per arm not asked: why, and then what
+            then = ("matched against the spaces the store last recorded for it"
+                    if arm in out else "not matched here (the store knows no spaces of it); "
+                    "`campaign run` matches it before leasing any trial")
+            console.print(f"arm {arm}: {problem}; {then}", soft_wrap=True, markup=False,
+                          highlight=False)
     return {**out, **live}
 
 
-def _hello_spaces(arm) -> Any:  # type: ignore[no-untyped-def]
-    """An arm's declared spaces from its bridge's hello (None if it does not answer)."""
-    from robots.client import BridgeClient, BridgeError, CurveClientKeys
+def _hello_spaces(arm) -> tuple[Any, str | None]:  # type: ignore[no-untyped-def]
+    """An arm's declared spaces from its bridge's hello, or None and one line saying why not:
+    the bridge does not answer, or it answers a hello this client refuses (its capabilities
+    break a rule of docs/protocol.md, e.g. "bad capabilities: state: 7 names but 1 units")."""
+    from robots.client import BridgeClient, BridgeError, BridgeTimeout, CurveClientKeys
 
     curve = (CurveClientKeys(arm.curve.client_secret, arm.curve.server_public)
              if arm.curve else None)
     try:
         with BridgeClient(arm.endpoint, timeout_ms=min(arm.timeout_ms, 2000), curve=curve,
                           name="evalfleet-campaign-create") as c:
-            return c.hello().capabilities.spaces()
-    except (BridgeError, OSError):
-        return None
+            return c.hello().capabilities.spaces(), None
+    except (BridgeTimeout, OSError) as e:
+        first = (str(e).splitlines() or [""])[0]
+        return None, f"no answer to hello ({first or e.__class__.__name__})"
+    except BridgeError as e:
+        first = (str(e).splitlines() or [""])[0]
+        return None, f"hello refused: {first}"
 
 
 def _refuse_unmatched(s, policy_names: list[str], arms: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]

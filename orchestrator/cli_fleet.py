@@ -97,6 +97,8 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
                 held = 100.0 * (1 - s.late_steps / s.steps) if s.steps else 100.0
                 cats = " ".join(f"{k}:{v}" for k, v in sorted(s.done_by_category.items()))
                 waiting = "".join(f"\n  {line}" for line in r.waiting.values())
+                # no arm online: each arm's error (its refused hello, its bridge down)
+                waiting += "".join(f"\n  offline {line}" for line in r.offline_lines())
                 progress.update(
                     task, completed=s.recorded,
                     info=f"arms busy {r.busy_arms()}/{online} online | rate held {held:.1f}% | "

@@ -148,6 +148,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
         self._check_estop_requests()
         self._acquire_arms()
         self._check_probes()
+        self._report_offline()
         self._collect()
         self._check_operators()
         self._renew_leases()

@@ -31,7 +31,7 @@ from orchestrator.arm_info import ArmInfo
 from orchestrator.faults import AbortCause
 from orchestrator.fleet_config import ArmConfig
 from orchestrator.liveness import HEARTBEAT_S
-from orchestrator.runner_faults import NoArmMatches
+from orchestrator.runner_faults import NoArmMatches, error_line
 from orchestrator.scheduler import TrialCandidate, backoff_s
 from orchestrator.store import fleet as sf
 from orchestrator.store import queue as q
@@ -45,6 +45,7 @@ log = logging.getLogger("evalfleet.runner")
 
 ESTOP_PROBE_S = 1.0  # how often an e-stopped arm is asked whether it was re-armed
 MEDIA_PROBE_MAX_S = 5.0  # the longest wait between checks of an unwritable media folder
+OFFLINE_REPORT_S = 30.0  # while no arm is online: how often the run says why (one line)
 
 
 def policy_tag(policy_id: int) -> str:
@@ -109,6 +110,8 @@ class ArmsMixin:
     _policy_io: dict[int, tuple[str, PolicyIO] | str]
     _reported: set[tuple[int, str]]
     _policies_seen: set[int]  # the policies of the last tick's pending trials (matched)
+    _offline_since: float | None = None  # since when no held arm is online (and one failed)
+    _next_offline_report: float = 0.0
 
     def _db(self, fn: Any) -> Any: ...  # FleetRunner._db
     def _leased_until_now(self) -> None: ...
@@ -214,11 +217,40 @@ class ArmsMixin:
             arm.online = False
             arm.failures += 1
             arm.next_probe = time.monotonic() + backoff_s(arm.failures)
-            status, arm.error = RobotStatus.OFFLINE, str(e)[:300]
+            # the client's own one-line message (a refused hello says which rule), never the
+            # Ray traceback header around it
+            error = error_line(e)
+            if error != arm.error:
+                log.warning("%s offline: %s", arm.cfg.name, error)
+            status, arm.error = RobotStatus.OFFLINE, error
             if actor_died(e):
                 arm.actor = None
         arm.probe_ref = None
         self._set_robot(arm, status)
+
+    def offline_lines(self) -> list[str]:
+        """While no arm this runner holds is online: one line per held arm that failed its
+        hello, naming the arm and its error (empty when an arm is online or none failed)."""
+        held = [a for a in self.arms.values() if a.held]
+        if any(a.online for a in held):
+            return []
+        return [f"{a.cfg.name}: {a.error}" for a in held if a.error]
+
+    def _report_offline(self) -> None:
+        """No arm online: say so every OFFLINE_REPORT_S, one line naming each arm and its error
+        (a run against arms that never answer a good hello is not silent)."""
+        lines = self.offline_lines()
+        now = time.monotonic()
+        if not lines:
+            self._offline_since = None
+            return
+        if self._offline_since is None:
+            self._offline_since = now
+            self._next_offline_report = now
+        if now >= self._next_offline_report:
+            self._next_offline_report = now + OFFLINE_REPORT_S
+            log.warning("no arm online (for %.0f s): %s", now - self._offline_since,
+                        "; ".join(lines))
 
     def _media_checked(self, arm: Arm) -> None:
         """The answer of an arm held out for an unwritable media folder: writable again, it is

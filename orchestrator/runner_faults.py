@@ -3,6 +3,7 @@ one paragraph a run ends with when the database stays away longer than the retry
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from orchestrator.faults import AbortCause, cause_of_refusal
@@ -24,14 +25,48 @@ class NoArmMatches(RunStopped):
     exit_code = EXIT_NO_ARM_MATCHES
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def unwrap(e: BaseException) -> BaseException:
+    """What an actor raised: a Ray task error's `cause` (and a wrapped one's own cause)."""
+    inner = e
+    for _ in range(5):
+        cause = getattr(inner, "cause", None)
+        if not isinstance(cause, BaseException) or cause is inner:
+            break
+        inner = cause
+    return inner
+
+
+def error_line(e: BaseException, limit: int = 300) -> str:
+    """One line saying what went wrong, from what an actor raised: a Ray task error is
+    unwrapped to its cause (the client's own message, e.g. "bridge at tcp://... sent bad
+    capabilities (protocol v2): bad capabilities: state: 7 names but 1 units"), never Ray's
+    traceback header; ANSI colour codes are stripped. A BridgeError's message says what and
+    where already; anything else is prefixed with its exception class."""
+    from robots.client import BridgeError
+
+    inner = unwrap(e)
+    lines = [ln.strip() for ln in _ANSI.sub("", str(inner)).splitlines() if ln.strip()]
+    traceback = bool(lines) and (lines[0].startswith("ray::")
+                                 or any(ln.startswith("Traceback") for ln in lines))
+    # a Ray traceback whose cause did not cross: its last line is "Type: message"
+    line = lines[-1] if traceback else (lines[0] if lines else "")
+    named = traceback or isinstance(inner, BridgeError)
+    if not named and not line.startswith(inner.__class__.__name__):
+        line = f"{inner.__class__.__name__}: {line}" if line else inner.__class__.__name__
+    return line[:limit]
+
+
 def actor_error_reason(arm: str, phase: str, e: BaseException) -> str:
     """The abort reason for a RobotActor call that raised: a refusal of the arm keeps the
     bridge's error code and message, first (`arm ur5-1 prepare failed: DRIVER_ERROR: gripper
     stuck (bridge at tcp://... refused reset)`); anything else names its exception class."""
     from robots.client import BridgeCommandError
 
-    inner = getattr(e, "cause", None) or e  # what the actor raised, if it did
-    detail = (str(inner).splitlines() or [""])[0]
+    inner = unwrap(e)  # what the actor raised, if it did
+    detail = (_ANSI.sub("", str(inner)).splitlines() or [""])[0]
     if isinstance(inner, BridgeCommandError):
         # the code and the arm's message first (summaries shorten reasons from the end), then
         # where it came from: "DRIVER_ERROR: gripper stuck (bridge at tcp://... refused reset)"

@@ -206,6 +206,7 @@ class PolicyMetadata:
                 "gripper": self.io.gripper.value,
                 "cameras": [c.value for c in self.io.cameras],
                 "state": list(self.io.state),
+                "camera_names": list(self.io.camera_names),
             },
             "chunking": {
                 "horizon": self.chunking.horizon,

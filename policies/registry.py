@@ -12,6 +12,7 @@ fails at config time with one line saying which policy, which option and what is
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,12 @@ def policy_io(config: PolicyConfig | dict) -> PolicyIO:
     alone: no model is loaded, so `campaign create` and `campaign run` can match it against
     the arms before any trial is leased. RT-2 kinds (vla, vision_heuristic) emit RT-2's
     ee_delta[7]; oracle and random emit what their `space` option says (default ee_delta;
-    joint_position: 6 joint angles + gripper, 0 closed .. 1 open)."""
+    joint_position: 6 joint angles + gripper, 0 closed .. 1 open). `camera_names`: the
+    camera a vision_heuristic reads (option `camera`, default `main`) or a vla whose `camera`
+    option is set (unset: the first frame, no name); the arm must declare it."""
     cfg = config if isinstance(config, PolicyConfig) else parse_policy_config(config)
     if cfg.kind not in SPACE_KINDS:
-        return RT2_IO
+        return replace(RT2_IO, camera_names=_camera_names(cfg))
     from policies.oracle import space_io
 
     space = str(cfg.options.get("space", "ee_delta"))
@@ -177,6 +180,26 @@ def policy_io(config: PolicyConfig | dict) -> PolicyIO:
 
 
 SPACES: tuple[str, ...] = ("ee_delta", "joint_position")
+
+#: kinds that read one camera by name: kind -> the default of their `camera` option
+#: (policies/vision.py VisionOptions, policies/vla.py VLAOptions; None or "": the first frame
+#: of each input, no name). A unit test keeps this table equal to the option models' defaults
+#: (not imported here: policies.vla imports torch). oracle, random and chunked read none.
+CAMERA_OPTION_DEFAULTS: dict[str, str | None] = {"vision_heuristic": "main", "vla": None}
+
+
+def _camera_names(cfg: PolicyConfig) -> tuple[str, ...]:
+    """The cameras a policy reads by name (robots.spaces.PolicyIO.camera_names)."""
+    if cfg.kind not in CAMERA_OPTION_DEFAULTS:
+        return ()
+    camera = cfg.options.get("camera", CAMERA_OPTION_DEFAULTS[cfg.kind])
+    if camera is None or camera == "":  # both mean the first frame (policies.base.check_frame)
+        return ()
+    if not isinstance(camera, str):
+        raise PolicyConfigError(
+            f"policy {cfg.name!r} (kind {cfg.kind}): option camera {camera!r}: the name of one of "
+            "the arm's cameras (a string)")
+    return (camera,)
 
 
 def build_policy(config: PolicyConfig | dict) -> Policy:

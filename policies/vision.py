@@ -21,7 +21,7 @@ import hashlib
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -40,6 +40,7 @@ from policies.base import (
 )
 from policies.instructions import InstructionError, parse_instruction
 from policies.scripts import STROKE, Episode, ScriptRunner
+from robots.spaces import RT2_IO
 from robots.types import Action, ActionSpace
 
 VERSION = "1"
@@ -174,6 +175,7 @@ class VisionHeuristic(Policy):
             action_space=self.space,
             checksum=sha256_of(config, extra=hashlib.sha256(self.memory.fingerprint()).digest()),
             config=config,
+            io=replace(RT2_IO, camera_names=(o.camera,) if o.camera else ()),  # the camera it reads by name
         )
         self._episodes: dict[str, Episode] = {}
 

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,7 @@ from policies.base import (
 )
 from policies.tokenizer import ACTION_LEN, ActionParseError, ActionTokenizer, NormalizationStats
 from policies.vla_inputs import InputBuilder
+from robots.spaces import RT2_IO
 from robots.types import Action, ActionSpace
 
 log = logging.getLogger("evalfleet.policies.vla")
@@ -204,6 +206,7 @@ class VLAPolicy(Policy):
             action_space=self.action_space,
             checksum=sha256_of(config | {"path": None}, files),
             config=config,
+            io=replace(RT2_IO, camera_names=(opts.camera,) if opts.camera else ()),  # the camera it reads by name
         )
         self._instructions: dict[str, str] = {}
 

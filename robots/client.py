@@ -7,11 +7,14 @@
   policy data plane's client).
 - A restarted bridge (new session id) raises BridgeRestarted once; `restarted` stays set.
 - Frames are received zero-copy: numpy arrays are read-only views of the ZeroMQ buffers.
-- Nothing is retried automatically: an `act` must never be executed twice.
+- Nothing a bridge executed is retried automatically: an `act` must never be executed twice
+  (the one retry, below, resends a request the bridge refused for its version, unexecuted).
 - Versions (docs/protocol.md section 3): `hello()` offers protocol v2 and falls back to v1
   against a v1-only bridge; every later request speaks the negotiated version. A reset,
   observe or act before any hello negotiates first; hold/estop/rearm/status/heartbeat/
-  end_episode/privileged before a hello speak v1, which every bridge understands.
+  end_episode/privileged before a hello speak v1, which every bridge that serves v1
+  understands; a bridge that speaks only v2 refuses it (UNSUPPORTED_VERSION, `versions`) and
+  gets it once more in v2, within the same timeout.
 - Every exception raised here pickles (it crosses Ray): code, message and endpoint survive.
 """
 
@@ -162,6 +165,7 @@ class BridgeClient:
                                       before_close=self._before_close)
         self.session_id: str | None = None
         self.version: int | None = None  # negotiated by hello()
+        self._versionless = P.V1  # version-less requests before a hello (see request())
         self.capabilities: Capabilities | None = None  # from the last hello()
         self.restarted = False
         self.episode_id: str | None = None
@@ -223,7 +227,7 @@ class BridgeClient:
     def _version_for(self, rtype: str) -> int:
         if self.version is None:
             if rtype in _VERSIONLESS:
-                return P.V1
+                return self._versionless
             self.hello()
         assert self.version is not None
         return self.version
@@ -231,9 +235,31 @@ class BridgeClient:
     def request(self, rtype: str, fields: dict[str, Any] | None = None, timeout_ms: int | None = None,
                 v: int | None = None) -> P.Reply:
         """Send one request and wait for its reply (raises BridgeError subclasses). `v`: the
-        protocol version (default: the negotiated one)."""
-        ver = self._version_for(rtype) if v is None else v
+        protocol version (default: the negotiated one).
+
+        A version-less request (hold, estop, rearm, status, ...) before any hello goes out in
+        v1; a bridge that does not serve v1 answers UNSUPPORTED_VERSION with its `versions`,
+        and the request is sent once more, in the highest of them this client speaks, within
+        the same timeout (docs/protocol.md section 3). That version is kept for the next
+        version-less requests. Never retried otherwise."""
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        if v is not None or self.version is not None or rtype not in _VERSIONLESS:
+            return self._request_once(rtype, fields, timeout, self._version_for(rtype) if v is None else v)
+        start = time.monotonic()
+        ver = self._versionless
+        try:
+            return self._request_once(rtype, fields, timeout, ver)
+        except BridgeCommandError as e:
+            if e.code != P.ErrorCode.UNSUPPORTED_VERSION:
+                raise
+            common = [x for x in e.versions if x != ver and x in CLIENT_VERSIONS]
+            left = timeout - int((time.monotonic() - start) * 1000)
+            if not common or left <= 0:
+                raise
+            self._versionless = max(common)
+        return self._request_once(rtype, fields, left, self._versionless)
+
+    def _request_once(self, rtype: str, fields: dict[str, Any] | None, timeout: int, ver: int) -> P.Reply:
         rid = next(self._ids)
 
         def decode(parts: list[Any]) -> tuple[int | None, P.Reply]:

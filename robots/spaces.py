@@ -157,13 +157,16 @@ RT2_ACTION = ee_delta_spec()
 @dataclass(frozen=True)
 class PolicyIO:
     """What a policy emits and reads. `state` names the state fields it needs (a subset of
-    the arm's, any order); `cameras` the roles it needs, one camera each."""
+    the arm's, any order); `cameras` the roles it needs, one camera each; `camera_names` the
+    cameras it reads by name (e.g. a `camera: main` option; empty: it takes whatever camera
+    the arm declares), each of which the arm must declare."""
 
     emits: SpaceKind = SpaceKind.EE_DELTA
     action_dim: int = 7
     gripper: GripperConvention = GripperConvention.OPEN_IS_1
     cameras: tuple[CameraRole, ...] = (CameraRole.EXTERNAL,)
     state: tuple[str, ...] = ()
+    camera_names: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -208,10 +211,14 @@ def match_pair(policy: str, io: PolicyIO, arm: str, spaces: ArmSpaces) -> tuple[
                             f"accepts {a.label} with gripper {ag.value}")
     if pg is not ag:
         adapters.append(Adapter.FLIP_GRIPPER)
+    have = ", ".join(f"{c.name} ({c.role.value})" for c in spaces.cameras) or "none"
+    names = {c.name for c in spaces.cameras}
+    for name in io.camera_names:
+        if name not in names:
+            raise SpaceMismatch(f"policy {policy} reads camera {name!r}; arm {arm} has cameras: {have}")
     roles = [c.role for c in spaces.cameras]
     for role in set(io.cameras):
         if roles.count(role) < io.cameras.count(role):
-            have = ", ".join(f"{c.name} ({c.role.value})" for c in spaces.cameras) or "none"
             raise SpaceMismatch(f"policy {policy} reads a {role.value} camera; arm {arm} has cameras: {have}")
     missing = [n for n in io.state if n not in spaces.state.names]
     if missing:

@@ -94,16 +94,33 @@ def progress_text(status: str, tally: TrialTally) -> str:
     return f"{status} {tally.done}/{tally.planned}" + (f" ({missing})" if missing else "")
 
 
-def reasons_text(reasons: Iterable[str], limit: int = 3, width: int = 120) -> str:
-    """Distinct abort reasons, most frequent first, each shortened from the end (the bridge's
-    error code and the arm come first in a reason, so they are kept)."""
+def shorten_reason(reason: str, width: int) -> str:
+    """An abort reason in at most `width` characters, keeping its head: the arm, the error
+    code and the arm's own message come first ("arm ur5-1 prepare failed: DRIVER_ERROR: gripper
+    stuck (bridge at tcp://... refused reset)"), so the trailing "(where it came from)" is
+    shortened first (to "(…)"), and only then the reason is cut from its end."""
+    if len(reason) <= width:
+        return reason
+    if reason.endswith(")"):
+        at = reason.rfind(" (")
+        head = reason[:at].rstrip() if at > 0 else ""
+        if head and "(" not in reason[at + 2:] and len(head) + 4 <= width:
+            return head + " (…)"
+        if head and "(" not in reason[at + 2:]:
+            reason = head
+    return reason if len(reason) <= width else reason[: width - 1] + "…"
+
+
+def reasons_text(reasons: Iterable[str], limit: int = 3, width: int = 200) -> str:
+    """Distinct abort reasons, most frequent first, each shortened to `width` (shorten_reason:
+    the arm, the bridge's error code and the arm's message come first in a reason and are
+    kept; where it came from, the endpoint, goes first)."""
     counted = Counter(" ".join(r.split()) for r in reasons if r)
     if not counted:
         return "no abort reason recorded"
     out = []
     for reason, n in counted.most_common(limit):
-        short = reason if len(reason) <= width else reason[: width - 1] + "…"
-        out.append(short + (f" (x{n})" if n > 1 else ""))
+        out.append(shorten_reason(reason, width) + (f" (x{n})" if n > 1 else ""))
     more = len(counted) - limit
     return "; ".join(out) + (f"; and {more} other reason(s)" if more > 0 else "")
 

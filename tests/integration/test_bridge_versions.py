@@ -343,3 +343,48 @@ def test_every_client_exception_pickles():
     e = BridgeCommandError("refused reset: DRIVER_ERROR: no gripper", "tcp://a:1", "DRIVER_ERROR")
     back = cloudpickle.loads(cloudpickle.dumps(e))
     assert back.code == "DRIVER_ERROR" and "no gripper" in str(back)
+
+
+def test_client_safety_requests_before_hello_retry_once_on_a_v2_only_bridge():
+    """docs/protocol.md §3: status/rearm/estop before a hello go out in v1; a bridge that
+    speaks only v2 refuses them (UNSUPPORTED_VERSION, versions [2]) and gets each once more in
+    v2; the client then keeps v2 for the next ones (one round trip each)."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    seen: list[tuple[str, int]] = []
+    stop = threading.Event()
+    sid = uuid.uuid4().hex
+
+    def serve() -> None:
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
+            ident, body = router.recv_multipart()
+            h = msgpack.unpackb(body)
+            seen.append((h["type"], h["v"]))
+            base = {"id": h["id"], "sid": sid, "t": [0, 0, 0],
+                    "st": {"estopped": False, "holding": False, "in_episode": False, "counters": {}}}
+            if h["v"] != 2:
+                reply = {**base, "v": 2, "type": "error", "ok": False, "code": "UNSUPPORTED_VERSION",
+                         "message": "v2 only", "request_type": h["type"], "versions": [2]}
+            else:
+                reply = {**base, "v": 2, "type": h["type"], "ok": True}
+                if h["type"] == "status":
+                    reply["status"] = {"estopped": False}
+            router.send_multipart([ident, msgpack.packb(reply)])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with BridgeClient(endpoint, timeout_ms=5000) as c:
+            assert c.status() == {"estopped": False}
+            c.rearm()
+            c.estop("r")
+        assert seen == [("status", 1), ("status", 2), ("rearm", 2), ("estop", 2)], seen
+    finally:
+        stop.set()
+        t.join(5)
+        router.close(0)
+        ctx.term()

@@ -93,3 +93,71 @@ def test_estop_counts_only_when_the_reply_shows_the_latch() -> None:
         t.join(5)
         router.close(0)
         ctx.term()
+
+
+def test_estop_retries_once_in_the_version_a_v2_only_bridge_offers() -> None:
+    """docs/protocol.md §3: a bridge may speak only v2. The v1 `estop` gets UNSUPPORTED_VERSION
+    with `versions: [2]`; the tool sends it once more in v2, within the same deadline. A
+    bridge offering nothing the tool speaks gets no further retry."""
+    import threading
+
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    seen: list[int] = []
+    offers = [[2], [2], [7]]  # per estop_one call below: what the bridge speaks
+
+    def serve() -> None:
+        for speaks in offers:
+            while True:
+                if not router.poll(5000):
+                    return
+                ident, body = router.recv_multipart()
+                h = msgpack.unpackb(body)
+                seen.append(h["v"])
+                base = {"id": h["id"], "sid": "s" * 32, "t": [0, 0, 0],
+                        "st": {"estopped": h["v"] in speaks, "holding": True, "in_episode": False}}
+                if h["v"] in speaks:
+                    router.send_multipart([ident, msgpack.packb(
+                        {**base, "v": h["v"], "type": "estop", "ok": True})])
+                    break
+                router.send_multipart([ident, msgpack.packb(
+                    {**base, "v": min(speaks), "type": "error", "ok": False,
+                     "code": "UNSUPPORTED_VERSION", "message": f"v{h['v']}: not served",
+                     "request_type": "estop", "versions": speaks})])
+                if speaks == [7] and len(seen) >= 1:
+                    break
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        target = estop.StopTarget("arm", endpoint)
+        assert estop.estop_one(target, "test", 5000, ctx) == "e-stopped"
+        assert seen == [1, 2]
+        assert estop.estop_all([target], "test", 5000) == {"arm": "e-stopped"}
+        assert seen == [1, 2, 1, 2]
+        failed = estop.estop_one(target, "test", 5000, ctx)
+        assert failed.startswith("FAILED: bridge answered UNSUPPORTED_VERSION"), failed
+        assert "[7]" in failed
+        assert seen == [1, 2, 1, 2, 1]  # nothing in common: no second request
+    finally:
+        t.join(5)
+        router.close(0)
+        ctx.term()
+
+
+def test_retry_version_takes_the_highest_offered_version_it_speaks() -> None:
+    def err(versions: object) -> dict:
+        return {"ok": False, "code": "UNSUPPORTED_VERSION", "versions": versions}
+
+    assert estop.retry_version(err([2]), 1) == 2
+    assert estop.retry_version(err([1, 2]), 1) == 2
+    assert estop.retry_version(err([2, 3]), 1) == 2  # 3: not spoken by this tool
+    assert estop.retry_version(err([1]), 1) is None  # the version just refused
+    assert estop.retry_version(err("2"), 1) is None
+    assert estop.retry_version({"ok": False, "code": "ESTOPPED"}, 1) is None
+    assert estop.retry_version({"ok": True, "versions": [2]}, 1) is None

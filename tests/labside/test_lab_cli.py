@@ -80,11 +80,6 @@ def test_campaign_run_exits_non_zero_with_the_arms_code_when_every_trial_gave_up
     assert all(h["type"] != "act" for h in refused_run.bridge.log)  # nothing ever moved
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evalfleet: `campaign run`'s closing paragraph cuts every abort reason at 120 characters "
-    "(orchestrator/store/lifecycle.py reasons_text, width=120) and the reason's own prefix "
-    "'arm lab-1 prepare failed: bridge at tcp://127.0.0.1:PORT refused reset: DRIVER_ERROR: "
-    "LabDriverError: ' uses ~100 of them, so the arm's message never reaches the CLI"))
 def test_campaign_run_shows_the_arms_message(refused_run: CliRun) -> None:
     """Issue 10: errors from the arm keep their code *and message* all the way to the CLI."""
     assert REFUSAL in refused_run.output, refused_run.raw

@@ -106,14 +106,6 @@ def test_driver_fault_mid_episode_keeps_code_message_steps_and_video(
     assert trial_statuses(sqlite_store, cid) == ["done", "done"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evalfleet: orchestrator/runner_arms.py _hello_answered stores str(e)[:300] of the "
-    "RayTaskError as the arm's error (robots row, robot_offline event): the Ray traceback "
-    "header with ANSI colour codes ('\\x1b[36mray::RobotActor.hello()\\x1b[39m (pid=..., "
-    "actor_id=...) ... File \"robots/protocol_payloads.py\", line 151'), cut before the "
-    "client's own message 'sent bad capabilities (protocol v2): bad capabilities: state: 7 "
-    "names but 1 units'; meanwhile `campaign run` shows 'arms busy 0/0 online' forever, never "
-    "says why, and exits 0 on Ctrl-C"))
 def test_a_lab_arm_with_a_bad_hello_is_told_what_is_wrong(sqlite_store, lab,
                                                          tmp_path: Path) -> None:
     """The first thing a lab gets wrong is its `hello` (§5.2 "Rules a client checks"): the

@@ -28,15 +28,7 @@ def _fleet_yaml(bridge: LabBridge, tmp_path: Path) -> Path:
     return path
 
 
-V2_ONLY_ESTOP = pytest.mark.xfail(strict=True, reason=(
-    "evalfleet: `fleet stop` (orchestrator/entry.py fleet_stop -> robots.estop.estop_all) sends "
-    "one v1 `estop` and does not fall back on UNSUPPORTED_VERSION (the reply carries "
-    "`versions: [2]`), so a v2-only bridge, which docs/protocol.md §3 allows, is never "
-    "e-stopped ('lab-1: FAILED: bridge answered UNSUPPORTED_VERSION'); the page's 'an estop "
-    "tool that speaks v1 works on every bridge' holds only for bridges that also serve v1"))
-
-
-@pytest.mark.parametrize("versions", [(1,), pytest.param((2,), marks=V2_ONLY_ESTOP)],
+@pytest.mark.parametrize("versions", [(1,), (2,)],
                          ids=["v1-only", "v2-only"])
 def test_fleet_stop_and_rearm_work_on_a_lab_bridge(
         sqlite_store, lab: Callable[..., LabBridge], tmp_path: Path,
@@ -105,13 +97,6 @@ def test_campaign_create_refuses_a_policy_the_lab_gantry_cannot_take(
     assert [h["type"] for h in bridge.log if h["type"] != "hello"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evalfleet: `campaign create --fleet` accepts policy kind vision_heuristic, which reads the "
-    "camera 'main' (policies/vision.py VisionOptions.camera), on a lab arm whose only camera is "
-    "'front' (the v1 page's own example name); the mismatch only shows at run time: every step "
-    "fails \"VisionHeuristic.act: inputs[0] (arm 'lab-1') has no camera 'main'; cameras: "
-    "['front']\" and each trial is given up after 5 attempts. Issue 10 item 1: a pair whose "
-    "cameras do not fit is refused before any trial is leased"))
 def test_campaign_create_refuses_a_camera_policy_the_lab_arm_cannot_feed(
         sqlite_store, lab: Callable[..., LabBridge], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,11 +109,6 @@ def test_campaign_create_refuses_a_camera_policy_the_lab_arm_cannot_feed(
     assert "vis" in res.output and "lab-1" in res.output and "main" in res.output, res.output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evalfleet: `campaign create --fleet` (orchestrator/cli_campaign.py _hello_spaces) treats "
-    "an arm whose hello the client refuses ('sent bad capabilities (protocol v2): bad "
-    "capabilities: state: 7 names but 1 units') like an arm that does not answer: the "
-    "campaign is created with nothing matched and nothing said about the arm's hello"))
 def test_campaign_create_says_what_is_wrong_with_the_lab_arms_hello(
         sqlite_store, lab: Callable[..., LabBridge], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

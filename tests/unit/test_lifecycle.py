@@ -13,6 +13,7 @@ from orchestrator.store.lifecycle import (
     reasons_text,
     requeue_status,
     settled_status,
+    shorten_reason,
 )
 
 
@@ -53,6 +54,19 @@ def test_reasons_are_distinct_most_frequent_first_and_keep_their_start() -> None
     assert reasons_text(["", None or ""]) == "no abort reason recorded"
     long = reasons_text(["NON_FINITE: " + "y" * 300], width=40)
     assert long.startswith("NON_FINITE: ") and len(long) == 40
+
+
+def test_a_long_reason_keeps_the_arms_code_and_message_and_loses_the_endpoint_first() -> None:
+    msg = "LabDriverError: the table is not clear; remove the tools and confirm at the pendant"
+    reason = (f"arm lab-1 prepare failed: DRIVER_ERROR: {msg} "
+              "(bridge at tcp://127.0.0.1:54321 refused reset)")
+    assert reasons_text([reason]) == reason  # fits the default width whole
+    short = shorten_reason(reason, 140)
+    assert short == f"arm lab-1 prepare failed: DRIVER_ERROR: {msg} (…)", short
+    cut = shorten_reason(reason, 60)  # the message itself too long: cut from the end
+    assert cut.startswith("arm lab-1 prepare failed: DRIVER_ERROR: ") and len(cut) == 60
+    assert "tcp://" not in cut
+    assert shorten_reason("arm a: x (y)", 120) == "arm a: x (y)"
 
 
 def _missing(i: int, status: str = "given_up", reason: str | None = "arm a: NON_FINITE") -> \

@@ -5,6 +5,7 @@ mismatches, an arm's refusal keeping its code across Ray, and the scheduling fil
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -55,7 +56,7 @@ JOINT_ARM = ArmSpaces(JOINT_ACTION, CAMS, StateSpec((*JOINTS, "gripper"), ("rad"
 
 def test_policy_io_reads_the_config_without_loading_a_model() -> None:
     assert policy_io({"name": "v", "kind": "vla", "path": "/nowhere"}) == RT2_IO
-    assert policy_io({"name": "h", "kind": "vision_heuristic"}) == RT2_IO
+    assert policy_io({"name": "h", "kind": "vision_heuristic"}) == replace(RT2_IO, camera_names=("main",))
     assert policy_io({"name": "o", "kind": "oracle"}) == RT2_IO
     io = policy_io({"name": "o", "kind": "oracle", "options": {"space": "joint_position"}})
     assert (io.emits, io.action_dim, io.gripper) == (SpaceKind.JOINT_POSITION, 7,
