@@ -17,10 +17,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/evalfleet demo
 
-# Two workers, one test module each at a time (module fixtures such as the local Ray stay
-# per worker): most of the suite waits on real-time control loops, bridges and browsers.
+# Two workers that steal tests from each other (the local Ray is reused per worker, see
+# tests/integration/fleet_support.py): most of the suite waits on control loops and browsers.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
