@@ -99,7 +99,11 @@ class RobotDriver(ABC):
         """Execute one already-clipped, finite command in the declared action space. The
         bridge calls this; the default serves ee_delta drivers through `apply`. A driver that
         declares another space overrides it."""
-        if self.capabilities().action_spec.kind is not SpaceKind.EE_DELTA:
+        ee = self.__dict__.get("_apply_command_ee_delta")
+        if ee is None:  # capabilities() builds its dataclasses: once per driver, not per step
+            ee = self.__dict__["_apply_command_ee_delta"] = (
+                self.capabilities().action_spec.kind is SpaceKind.EE_DELTA)
+        if not ee:
             raise NotImplementedError(f"{type(self).__name__} declares a non-ee_delta space: "
                                       "override apply_command")
         self.apply(action_of(command.values, terminate=command.terminate))
