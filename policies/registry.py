@@ -155,7 +155,7 @@ def validate_options(config: PolicyConfig) -> BaseModel:
 
 
 # kinds whose `space` option picks the space they emit (policies/oracle.py, baselines.py)
-SPACE_KINDS: tuple[str, ...] = ("oracle", "random")
+SPACE_KINDS: tuple[str, ...] = ("oracle", "random", "chunked")  # their `space` option
 
 
 def policy_io(config: PolicyConfig | dict) -> PolicyIO:

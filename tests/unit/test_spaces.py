@@ -102,3 +102,12 @@ def test_vision_heuristic_metadata_io_agrees_with_the_registry() -> None:
     for options in ({}, {"camera": "front"}):
         cfg = {"name": "h", "kind": "vision_heuristic", "options": options}
         assert build_policy(cfg).metadata.io == policy_io(cfg)
+
+
+def test_policy_io_of_the_chunked_test_kind_follows_its_space_option() -> None:
+    """policy_io (config only) and the built policy's metadata.io agree for every space."""
+    from policies.registry import build_policy, policy_io
+
+    for space in ("ee_delta", "joint_position"):
+        cfg = {"name": "c", "kind": "chunked", "options": {"space": space}}
+        assert policy_io(cfg) == build_policy(cfg).metadata.io, space
