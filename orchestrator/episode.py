@@ -19,7 +19,10 @@ command then leaves after its slot. Every step records its chunk id, index and a
 
 **Aborts keep what happened.** An e-stop, a bridge refusal or a policy error ends the episode
 as aborted with every step applied so far and the video up to the abort (the recorder is
-finished, not discarded); `EpisodeResult.status` says aborted, `fault` why.
+finished, not discarded); `EpisodeResult.status` says aborted, `fault` why. So does a stop
+from the orchestrator (`EpisodeStop`: an operator's e-stop, a shutdown, a lost lease): a
+stopped episode is never a recorded one, whether it stopped before its first step or after
+its hundredth, so it is never counted and its trial is run again.
 """
 
 from __future__ import annotations
@@ -118,6 +121,29 @@ class _ChunkInfo:
     executed: bool = False  # a step has executed one of its rows
 
 
+class EpisodeStop:
+    """Whether, and why, the orchestrator stopped the running episode. Set from another
+    thread (the RobotActor's `estop` / `stop_episode`); the loop reads it before every step
+    and while it waits for a chunk."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.cause = AbortCause.SHUTDOWN
+        self.reason = "stopped by the orchestrator"
+
+    def set(self, cause: AbortCause = AbortCause.SHUTDOWN,
+            reason: str = "stopped by the orchestrator") -> None:
+        self.cause, self.reason = cause, reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+        self.cause, self.reason = AbortCause.SHUTDOWN, "stopped by the orchestrator"
+
+
 def run_episode(
     client: BridgeClient,
     policy: PolicyCall,
@@ -125,17 +151,18 @@ def run_episode(
     *,
     arm: str,
     media_dir: Path,
-    stop: threading.Event | None = None,
+    stop: EpisodeStop | None = None,
 ) -> EpisodeResult:
     """Drive one episode on an arm whose scene is already reset. Never raises for arm or
     policy faults: they come back as an aborted result with the reason, the steps applied
-    so far and the video up to the abort."""
-    return _Episode(client, policy, spec, arm, media_dir, stop or threading.Event()).run()
+    so far and the video up to the abort. A stop comes back the same way, with the stop's
+    cause."""
+    return _Episode(client, policy, spec, arm, media_dir, stop or EpisodeStop()).run()
 
 
 class _Episode:
     def __init__(self, client: BridgeClient, policy: PolicyCall, spec: EpisodeSpec, arm: str,
-                 media_dir: Path, stop: threading.Event) -> None:
+                 media_dir: Path, stop: EpisodeStop) -> None:
         self.client, self.policy, self.spec, self.arm, self.stop = client, policy, spec, arm, stop
         self.period = 1.0 / spec.control_hz
         self.recorder = (
@@ -244,8 +271,7 @@ class _Episode:
                 obs: Observation | None = None
                 for idx in range(spec.max_steps):
                     if self.stop.is_set():
-                        terminated_by = TerminationReason.STOPPED
-                        break
+                        raise _Stopped
                     if time.monotonic() > deadline:
                         terminated_by = TerminationReason.TIMEOUT
                         break
@@ -268,7 +294,11 @@ class _Episode:
                     if next_slot < time.perf_counter() - self.period:  # behind > a period
                         next_slot = _first_slot(self.period, spec.phase)
             except _Stopped:
-                terminated_by = TerminationReason.STOPPED
+                _try_hold(client)
+                with contextlib.suppress(Exception):  # the arm may be e-stopped: best effort
+                    client.end_episode()
+                return self._aborted(f"arm {self.arm}: {self.stop.reason} after "
+                                     f"{len(self.steps)} steps", self.stop.cause)
             client.end_episode()
             media = self.recorder.finish() if self.recorder is not None else ()
             return EpisodeResult(

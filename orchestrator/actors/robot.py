@@ -15,7 +15,8 @@ from typing import Any
 import ray
 
 from orchestrator.arm_info import ArmInfo, PrepareResult
-from orchestrator.episode import EpisodeResult, EpisodeSpec, PolicyReply, run_episode
+from orchestrator.episode import EpisodeResult, EpisodeSpec, EpisodeStop, PolicyReply, run_episode
+from orchestrator.faults import AbortCause
 from orchestrator.store.states import EpisodeStatus
 from policies.base import PolicyInput
 from robots.types import SceneSpec
@@ -33,7 +34,7 @@ class RobotActor:
         self.media_dir = Path(media_dir)
         self._client = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = EpisodeStop()
         self._policy = None  # dataplane.PolicyClient, kept across episodes
 
     # -- connection ------------------------------------------------------------------------
@@ -126,8 +127,6 @@ class RobotActor:
         except Exception as e:  # noqa: BLE001 - reported as an aborted episode
             from ray.exceptions import RayTaskError
 
-            from orchestrator.faults import AbortCause
-
             # the policy's own reset raised: its fault; the worker dead or silent: not
             fault = AbortCause.POLICY if isinstance(e, RayTaskError) else AbortCause.WORKER
             return EpisodeResult(
@@ -175,11 +174,13 @@ class RobotActor:
         return media_problem(self.media_dir / folder)
 
     def stop_episode(self) -> None:
-        self._stop.set()
+        """The runner stops the episode; it aborts the episode on its side (the result's
+        cause is only a fallback)."""
+        self._stop.set(AbortCause.SHUTDOWN, "episode stopped by the orchestrator")
 
     def estop(self, reason: str = "operator") -> bool:
         """E-stop through a separate socket, so it never waits behind a running step."""
-        self._stop.set()
+        self._stop.set(AbortCause.ESTOP, f"e-stopped ({reason})")
         with self._new_client(500, f"{self.name}-estop") as c:
             c.estop(reason)
         return True

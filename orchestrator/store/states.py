@@ -49,7 +49,9 @@ class TerminationReason(StrEnum):
     SUCCESS = "success"  # the simulator reported success
     MAX_STEPS = "max_steps"
     TIMEOUT = "timeout"
-    STOPPED = "stopped"  # the orchestrator stopped it
+    # no longer written: a stopped episode is aborted (orchestrator.episode.EpisodeStop);
+    # kept because stores written before 0.11 hold it
+    STOPPED = "stopped"
 
 
 class LabelSource(StrEnum):

@@ -131,3 +131,32 @@ def test_background_queries_overlap_execution(ensemble: bool) -> None:
     assert r.status == EpisodeStatus.RECORDED, r.reason
     ids = [s.chunk_id for s in r.steps]
     assert ids == sorted(ids) and len(set(ids)) >= 4
+
+
+@pytest.mark.parametrize("after_steps", [0, 3])
+def test_a_stopped_episode_is_aborted_with_the_stops_cause(after_steps: int) -> None:
+    """An e-stop from the orchestrator never leaves a recorded (counted) episode, whether it
+    lands before the first step or mid-way; the steps up to it are kept."""
+    from orchestrator.episode import EpisodeStop
+    from orchestrator.faults import AbortCause
+
+    c = FakeClient()
+    stop = EpisodeStop()
+    n = 0
+
+    def policy(inp: PolicyInput) -> PolicyReply:
+        nonlocal n
+        if n == after_steps:
+            stop.set(AbortCause.ESTOP, "e-stopped (test)")
+        n += 1
+        return _reply(action=Action.hold())
+
+    if after_steps == 0:
+        stop.set(AbortCause.ESTOP, "e-stopped (test)")
+    r = run_episode(c, policy, _spec(10), arm="a",  # type: ignore[arg-type]
+                    media_dir=Path("/nonexistent"), stop=stop)
+    assert r.status == EpisodeStatus.ABORTED
+    assert r.fault == AbortCause.ESTOP.value
+    assert r.reason is not None and "e-stopped (test)" in r.reason
+    assert len(r.steps) == (0 if after_steps == 0 else after_steps + 1)
+    assert "act" not in c.calls[c.calls.index("hold"):]  # nothing moved after the stop
