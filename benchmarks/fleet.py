@@ -478,7 +478,7 @@ CHUNKED_TARGETS = {"miss_pct_lt": 1.0, "overhead_p99_ms_le": 20.0, "cpu_orchestr
 
 
 def chunked_policy(horizon: int, execute: int, inference_ms: float, hz: float) -> dict[str, Any]:
-    return {"name": "chunked", "kind": "chunked",
+    return {"name": "chunked", "kind": "tests.policy_kit:ChunkedPolicy",
             "options": {"horizon": horizon, "execute_steps": execute,
                         "inference_ms": inference_ms, "control_hz": hz}}
 

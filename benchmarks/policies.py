@@ -41,7 +41,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from policies.base import PolicyInput
-from policies.testing import build_tiny_vla
+from tests.policy_kit import build_tiny_vla
 from policies.tokenizer import ActionTokenizer
 from policies.vla import ActionConstraint, VLAPolicy
 from robots.types import Action

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from policies.registry import KINDS, PolicyConfig, PolicyConfigError, _kinds
+from policies.registry import KINDS, PolicyConfig, PolicyConfigError, _kind_entry, is_class_kind
 
 NAME_MAX, VERSION_MAX = 100, 50  # the store's column widths
 
@@ -64,7 +64,7 @@ class PolicyUsage:
 
 
 def needs_path(kind: str) -> bool:
-    return _kinds()[kind][2]
+    return _kind_entry(kind)[2]
 
 
 def normalize_config(kind: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -196,8 +196,9 @@ def validate_registration(
     the same registration typed twice compares equal."""
     _check_name("name", name, NAME_MAX)
     _check_name("--version", version, VERSION_MAX)
-    if kind not in KINDS:
-        raise PolicyConfigError(f"unknown kind {kind!r} (choose from {', '.join(KINDS)})")
+    if kind not in KINDS and not is_class_kind(kind):
+        raise PolicyConfigError(f"unknown kind {kind!r} (choose from {', '.join(KINDS)}, or "
+                                "a policy class of your own as module.path:ClassName)")
     opts = dict(options or {})
     if needs_path(kind):
         if not path:
@@ -214,7 +215,7 @@ def validate_registration(
             f"--kind {kind} takes no --path (only {', '.join(k for k in KINDS if needs_path(k))} "
             "loads a checkpoint)"
         )
-    model = _kinds()[kind][0]()
+    model = _kind_entry(kind, name)[0]()
     try:
         parsed = model(**opts)
     except ValidationError as e:

@@ -1,16 +1,26 @@
 """Naming a policy in a campaign: a small config (name, kind, path, options) -> a Policy.
 
     name: tiny-vla
-    kind: vla            # oracle | vision_heuristic | random | vla
+    kind: vla            # oracle | vision_heuristic | random | vla | module.path:ClassName
     path: ./checkpoints/tiny-vla
     options: {constrained: true, device: cpu}
 
 Every kind validates its options with a pydantic model that forbids unknown keys, so a typo
 fails at config time with one line saying which policy, which option and what is allowed.
+
+**A lab's own policy class** is a kind too: `kind: my_lab.policies:MyPolicy` imports
+`MyPolicy` (a `policies.base.Policy` subclass) wherever the policy is built (the policy
+worker, `policy serve`). The class says what it needs (docs/policies.md, "Your own policy
+class"): `Options` (a pydantic model; without it, no options), `requires_path` (whether
+`path` is a checkpoint directory it loads), the classmethod `declared_io(options) ->
+PolicyIO` (what it emits and reads, matched against the arms before any trial is leased) and
+a constructor `cls(options, name=..., path=...)` (`path` only when `requires_path`).
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -70,28 +80,62 @@ def _kinds() -> dict[str, tuple[Callable[[], type[BaseModel]], Callable[..., Pol
 
         return VLAPolicy(cfg.path, opts, name=cfg.name)
 
-    def chunked_opts():  # test/benchmark policy: timed ee_delta chunks, no model
-        from policies.testing import ChunkedOptions
-
-        return ChunkedOptions
-
-    def chunked(cfg, opts):
-        from policies.testing import ChunkedPolicy
-
-        return ChunkedPolicy(opts, name=cfg.name)
-
     return {
         "oracle": (oracle_opts, oracle, False),
         "vision_heuristic": (vision_opts, vision, False),
         "random": (random_opts, random, False),
         "vla": (vla_opts, vla, True),
-        "chunked": (chunked_opts, chunked, False),
     }
 
 
 KINDS: tuple[str, ...] = ("oracle", "vision_heuristic", "random", "vla")
-# accepted in configs (tests, benchmarks) but not offered by `policy register`
-TEST_KINDS: tuple[str, ...] = ("chunked",)
+CLASS_KIND = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")  # module.path:Class
+
+
+class _NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_class_kind(kind: str) -> bool:
+    return bool(CLASS_KIND.match(kind))
+
+
+def policy_class(kind: str, name: str = "?") -> type[Policy]:
+    """The Policy subclass a `module.path:ClassName` kind names (imported here)."""
+    module_name, _, class_name = kind.partition(":")
+    where = f"policy {name!r} (kind {kind})"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the config's to fix
+        raise PolicyConfigError(f"{where}: cannot import {module_name}: "
+                                f"{e.__class__.__name__}: {e}; is it installed where the "
+                                "policy runs?") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        raise PolicyConfigError(f"{where}: {module_name} has no Policy subclass named "
+                                f"{class_name}")
+    if not callable(getattr(cls, "declared_io", None)):
+        raise PolicyConfigError(f"{where}: {class_name} must define the classmethod "
+                                "declared_io(options) -> PolicyIO (what it emits and reads)")
+    return cls
+
+
+def _kind_entry(kind: str, name: str = "?") -> tuple[
+        Callable[[], type[BaseModel]], Callable[..., Policy], bool]:
+    """(options model, builder(config, options) -> Policy, needs a path) of any kind."""
+    if not is_class_kind(kind):
+        return _kinds()[kind]
+    cls = policy_class(kind, name)
+    opts_model: type[BaseModel] = getattr(cls, "Options", None) or _NoOptions
+    needs = bool(getattr(cls, "requires_path", False))
+
+    def build(cfg: PolicyConfig, opts: BaseModel) -> Policy:
+        kwargs: dict[str, Any] = {"name": cfg.name}
+        if needs:
+            kwargs["path"] = cfg.path
+        return cls(opts, **kwargs)  # type: ignore[call-arg]
+
+    return (lambda: opts_model), build, needs
 
 
 class PolicyConfig(BaseModel):
@@ -104,8 +148,9 @@ class PolicyConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in KINDS and v not in TEST_KINDS:
-            raise ValueError(f"unknown policy kind {v!r}; expected one of {list(KINDS)}")
+        if v not in KINDS and not is_class_kind(v):
+            raise ValueError(f"unknown policy kind {v!r}; expected one of {list(KINDS)} "
+                             "or a class as module.path:ClassName")
         return v
 
 
@@ -132,7 +177,7 @@ def parse_policy_config(data: dict, where: str = "policy config") -> PolicyConfi
 
 
 def validate_options(config: PolicyConfig) -> BaseModel:
-    opts_model, _, needs_path = _kinds()[config.kind]
+    opts_model, _, needs_path = _kind_entry(config.kind, config.name)
     model = opts_model()
     if needs_path and not config.path:
         raise PolicyConfigError(
@@ -155,7 +200,7 @@ def validate_options(config: PolicyConfig) -> BaseModel:
 
 
 # kinds whose `space` option picks the space they emit (policies/oracle.py, baselines.py)
-SPACE_KINDS: tuple[str, ...] = ("oracle", "random", "chunked")  # their `space` option
+SPACE_KINDS: tuple[str, ...] = ("oracle", "random")  # their `space` option
 
 
 def policy_io(config: PolicyConfig | dict) -> PolicyIO:
@@ -167,6 +212,12 @@ def policy_io(config: PolicyConfig | dict) -> PolicyIO:
     camera a vision_heuristic reads (option `camera`, default `main`) or a vla whose `camera`
     option is set (unset: the first frame, no name); the arm must declare it."""
     cfg = config if isinstance(config, PolicyConfig) else parse_policy_config(config)
+    if is_class_kind(cfg.kind):
+        io = policy_class(cfg.kind, cfg.name).declared_io(validate_options(cfg))  # type: ignore[attr-defined]
+        if not isinstance(io, PolicyIO):
+            raise PolicyConfigError(f"policy {cfg.name!r} (kind {cfg.kind}): declared_io "
+                                    f"returned {type(io).__name__}, not a PolicyIO")
+        return io
     if cfg.kind not in SPACE_KINDS:
         return replace(RT2_IO, camera_names=_camera_names(cfg))
     from policies.oracle import space_io
@@ -206,7 +257,7 @@ def build_policy(config: PolicyConfig | dict) -> Policy:
     """Validate a config and construct its policy (loads weights for model kinds)."""
     cfg = config if isinstance(config, PolicyConfig) else parse_policy_config(config)
     opts = validate_options(cfg)
-    _, build, _ = _kinds()[cfg.kind]
+    _, build, _ = _kind_entry(cfg.kind, cfg.name)
     return build(cfg, opts)
 
 

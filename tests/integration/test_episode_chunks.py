@@ -18,7 +18,7 @@ from orchestrator.store.db import Store
 from orchestrator.store.models import Step
 from orchestrator.store.states import EpisodeStatus
 from policies.base import Policy, PolicyInput
-from policies.testing import ChunkedPolicy
+from tests.policy_kit import ChunkedPolicy
 from robots.client import BridgeClient
 from robots.types import SceneSpec
 from tests.integration.fakes import BridgeProcess

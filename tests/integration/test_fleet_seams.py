@@ -173,19 +173,23 @@ def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
                                                                   tmp_path: Path) -> None:
     """Two ee_delta sim arms and two joint_position sim arms (UR5e kinematics, with a wrist
     camera), a policy of each space: every episode of a policy ran on an arm of its space,
-    all counted, and each mismatched pair was refused before leasing with its one line."""
+    all counted, and each mismatched pair was refused before leasing with its one line. The
+    joint-space policy is a chunked one (H=4, execute 2) named by its class path, so a lab's
+    own policy class is built in the Ray policy worker too."""
     from orchestrator.fleet_config import SimArm
     from orchestrator.simfleet import SimFleet
     from orchestrator.store.campaigns import PolicySpec, create_campaign, register_policy
     from protocols.loader import load_protocol
     from tests.integration.fleet_support import FAST_PROTOCOL, IMAGE, check_invariants
+    from tests.policy_kit import CHUNKED_KIND
 
     store = sqlite_store
     with store.write() as s:
         register_policy(s, PolicySpec(name="rand-ee", kind="random",
                                       config={"kind": "random", "options": {}}))
-        register_policy(s, PolicySpec(name="rand-joint", kind="random", config={
-            "kind": "random", "options": {"space": "joint_position"}}))
+        register_policy(s, PolicySpec(name="rand-joint", kind=CHUNKED_KIND, config={
+            "kind": CHUNKED_KIND, "options": {"space": "joint_position", "horizon": 4,
+                                              "execute_steps": 2, "control_hz": 10.0}}))
         cid = create_campaign(s, name="mixed-sim", loaded=load_protocol(FAST_PROTOCOL),
                               policy_names=["rand-ee", "rand-joint"], trials_per_task=2,
                               seed=1).id
@@ -204,6 +208,10 @@ def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
         with started(runner):
             run_to_done(runner, deadline_s=180)
     with store.read() as s:
+        chunk_rows = s.execute(
+            select(Step.chunk_id, Step.chunk_index).join(Episode, Episode.id == Step.episode_id)
+            .join(Robot, Robot.id == Episode.robot_id).where(Robot.name.in_(joint_arms))
+            .where(Episode.counted)).all()
         rows = s.execute(
             select(Robot.name, Episode.counted, Trial.campaign_policy_id)
             .join(Episode, Episode.robot_id == Robot.id).join(Trial, Trial.id == Episode.trial_id)
@@ -217,6 +225,9 @@ def test_mixed_sim_fleet_runs_each_policy_only_on_arms_it_matches(sqlite_store,
     assert {arm for p, arm in ran if p == "rand-joint"} <= set(joint_arms), ran
     assert {p for p, _ in ran} == {"rand-ee", "rand-joint"}
     assert sum(counted for _, counted, _ in rows) == 16  # 2 policies x 4 tasks x 2 trials
+    # rows of H=4 chunks, several chunks per episode (the next one asked for while one runs)
+    assert chunk_rows and {i for _, i in chunk_rows} <= {0, 1, 2, 3}
+    assert len({c for c, _ in chunk_rows}) > 1
     assert refused == {
         *(f"policy rand-joint emits joint_position[7]; arm {a} accepts ee_delta[7]"
           for a in ee_arms),

@@ -167,7 +167,7 @@ def test_phase_grid_spreads_arms_over_the_control_period() -> None:
 
 
 def test_chunks_cross_as_a_raw_float_buffer_with_their_shape() -> None:
-    from policies.testing import ChunkedPolicy
+    from tests.policy_kit import ChunkedPolicy
 
     s = PolicyServer(ChunkedPolicy({"horizon": 16, "execute_steps": 8, "control_hz": 15.0}),
                      max_batch=8, batch_wait_s=0.0)

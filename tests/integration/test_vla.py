@@ -11,7 +11,7 @@ import torch
 from transformers import LogitsProcessor
 
 from policies.base import PolicyInput
-from policies.testing import build_tiny_vla
+from tests.policy_kit import build_tiny_vla
 from policies.vla import ActionConstraint, VLALoadError, VLAPolicy
 from robots.types import ActionSpace
 

@@ -104,10 +104,12 @@ def test_vision_heuristic_metadata_io_agrees_with_the_registry() -> None:
         assert build_policy(cfg).metadata.io == policy_io(cfg)
 
 
-def test_policy_io_of_the_chunked_test_kind_follows_its_space_option() -> None:
-    """policy_io (config only) and the built policy's metadata.io agree for every space."""
+def test_policy_io_of_the_chunked_test_class_follows_its_space_option() -> None:
+    """policy_io (config only, the class's declared_io) and the built policy's metadata.io
+    agree for every space."""
     from policies.registry import build_policy, policy_io
+    from tests.policy_kit import CHUNKED_KIND
 
     for space in ("ee_delta", "joint_position"):
-        cfg = {"name": "c", "kind": "chunked", "options": {"space": space}}
+        cfg = {"name": "c", "kind": CHUNKED_KIND, "options": {"space": space}}
         assert policy_io(cfg) == build_policy(cfg).metadata.io, space

@@ -1,4 +1,4 @@
-"""Test policies, offline, for tests and benchmarks.
+"""Test policies, offline, for tests and benchmarks (not shipped: they live in tests/).
 
 `build_tiny_vla(dir)` writes a tiny PaliGemma-style checkpoint directory exactly like a real
 one (config.json, model.safetensors, tokenizer.json, processor config) plus evalfleet's
@@ -6,7 +6,8 @@ one (config.json, model.safetensors, tokenizer.json, processor config) plus eval
 downloaded. Random weights: the actions are meaningless, but every code path of the adapter
 is real.
 
-`ChunkedPolicy` (kind `chunked`): emits H x 7 ee_delta action chunks after a fixed
+`ChunkedPolicy` (kind `tests.policy_kit:ChunkedPolicy`, a policy class named by its import
+path like a lab's own): emits H x 7 ee_delta action chunks after a fixed
 `inference_ms` per batch, like a pi0/ACT-style model's timing without a model: for the
 episode loop's chunk execution, its tests and benchmarks.
 """
@@ -34,6 +35,7 @@ from policies.base import (
     sha256_of,
 )
 from policies.oracle import space_io
+from robots.spaces import PolicyIO
 from robots.types import ActionSpace
 
 POLICY_FILE = "evalfleet_policy.json"
@@ -175,6 +177,9 @@ class ChunkedOptions(BaseModel):
         "ee_delta", description="ee_delta[7] or joint_position[7] (the sim's UR5e + gripper)")
 
 
+CHUNKED_KIND = "tests.policy_kit:ChunkedPolicy"
+
+
 class ChunkedPolicy(Policy):
     """ee_delta[7] chunks: row i moves dz = +0.001 * (i + 1) (tiny, within limits), gripper
     open. joint_position[7] chunks: row i = the observed joints (the state's first six
@@ -182,15 +187,21 @@ class ChunkedPolicy(Policy):
     `text` names the chunk's number within the arm's episode."""
 
     needs_privileged = False
+    Options = ChunkedOptions
+    requires_path = False
+
+    @classmethod
+    def declared_io(cls, options: ChunkedOptions) -> PolicyIO:
+        return space_io(options.space)
 
     def __init__(self, options: ChunkedOptions | dict | None = None, name: str = "chunked") -> None:
         o = options if isinstance(options, ChunkedOptions) else ChunkedOptions(**(options or {}))
         if o.execute_steps > o.horizon:
             raise ValueError(f"chunked policy: execute_steps {o.execute_steps} > horizon {o.horizon}")
         self.options = o
-        config = {"kind": "chunked", **o.model_dump()}
+        config = {"kind": CHUNKED_KIND, **o.model_dump()}
         self.metadata = PolicyMetadata(
-            name=name, version="1", kind="chunked",
+            name=name, version="1", kind=CHUNKED_KIND,
             action_space=ActionSpace(control_hz=o.control_hz), checksum=sha256_of(config),
             config=config,
             chunking=Chunking(o.horizon, o.execute_steps, o.temporal_ensemble),
