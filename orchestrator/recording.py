@@ -91,6 +91,10 @@ class VideoWriter:
         stream.height = height - height % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
+        # one encoder thread: frames of a few hundred pixels a side gain nothing from x264's
+        # threads and pay for their hand-offs (0.6 -> 0.3 ms of CPU per 256x256 frame,
+        # BENCHMARKS.md, "Fleet, chunked policies"); a node runs one encoder per camera anyway
+        stream.thread_count = 1
         self._stream = stream
 
     def add(self, frame: np.ndarray) -> None:
