@@ -105,6 +105,7 @@ class EpisodeResult:
     sim_success: bool | None = None
     late_steps: int = 0
     fault: str | None = None  # an orchestrator.faults.AbortCause value: why it aborted
+    worker_instance: str | None = None  # the policy worker instance that answered (its id)
     # per-step timing in ms (benchmarks; not stored): wake (slot -> loop awake), step (slot ->
     # command acknowledged), inference (model, when the step waited for it), policy (time the
     # step waited for a chunk), observe (first step only), act
@@ -185,7 +186,8 @@ class _Episode:
     def _input(self, obs: Observation) -> PolicyInput:
         privileged = self.client.privileged() if self.spec.needs_privileged else None
         return PolicyInput(frames=obs.frames, proprio=tuple(obs.proprio),
-                           instruction=self.spec.instruction, privileged=privileged, arm=self.arm)
+                           instruction=self.spec.instruction, privileged=privileged, arm=self.arm,
+                           state_names=self.state_spec.names if self.state_spec else ())
 
     def _landed(self, step: int, reply: PolicyReply, latency_s: float, now_step: int) -> None:
         c = reply.the_chunk

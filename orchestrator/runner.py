@@ -335,7 +335,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
                 s, job.episode_id, holder=self.holder, step_count=n,
                 late_steps=result.late_steps, terminated_by=result.terminated_by or "",
                 media=_media_dicts(result.media), sim_success=result.sim_success,
-                policy_checksum=checksum,
+                policy_checksum=checksum, worker_instance=result.worker_instance,
             )
             return n
 
@@ -357,13 +357,16 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
         with backoff, or held until media is writable."""
         job = arm.job
         assert job is not None
+        checksum = self.worker_meta.get(job.trial.policy_id, {}).get("checksum")
 
         def abort(s):  # type: ignore[no-untyped-def]
             n = 0 if result is None else self._store_steps(s, job.episode_id, result)
             q.abort_episode(
                 s, job.episode_id, holder=self.holder, reason=reason, cause=cause,
                 step_count=n, late_steps=0 if result is None else result.late_steps,
-                media=[] if result is None else _media_dicts(result.media))
+                media=[] if result is None else _media_dicts(result.media),
+                worker_instance=None if result is None else result.worker_instance,
+                policy_checksum=checksum)
 
         self._db(abort)
         self.stats.aborted += 1

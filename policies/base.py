@@ -131,6 +131,7 @@ class PolicyInput:
     instruction: str
     privileged: dict | None = None  # sim ground truth, only for policies that need it
     arm: str = ""
+    state_names: tuple[str, ...] = ()  # the arm's name of each proprio value; (): not known
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,22 @@ class PolicyBatchResult:
 
     def __iter__(self) -> Iterator:
         return iter((self.outputs, self.inference_s))
+
+
+class PolicyUnreachable(RuntimeError):
+    """A policy that runs elsewhere did not answer (server down, too slow, connection lost):
+    not the trial's fault. Its episode aborts with cause `worker`; the trial is re-queued."""
+
+
+class PartialBatch(RuntimeError):
+    """Some inputs of a batch got no output: `outputs[i]` is None where `errors[i]` says why
+    (a PolicyUnreachable or another exception). The policy worker answers each arm its own."""
+
+    def __init__(self, outputs: Sequence[PolicyOutput | None],
+                 errors: Sequence[BaseException | None], inference_s: float) -> None:
+        first = next((e for e in errors if e is not None), None)
+        super().__init__(str(first) if first is not None else "partial batch")
+        self.outputs, self.errors, self.inference_s = list(outputs), list(errors), inference_s
 
 
 @dataclass(frozen=True)

@@ -80,15 +80,37 @@ def _kinds() -> dict[str, tuple[Callable[[], type[BaseModel]], Callable[..., Pol
 
         return VLAPolicy(cfg.path, opts, name=cfg.name)
 
+    def openvla_rest_opts():
+        from policies.remote.openvla_rest import OpenVLARestOptions
+
+        return OpenVLARestOptions
+
+    def openvla_rest(cfg, opts):
+        from policies.remote.openvla_rest import OpenVLARestPolicy
+
+        return OpenVLARestPolicy(opts, name=cfg.name)
+
+    def openpi_opts():
+        from policies.remote.openpi_policy import OpenpiOptions
+
+        return OpenpiOptions
+
+    def openpi(cfg, opts):
+        from policies.remote.openpi_policy import OpenpiPolicy
+
+        return OpenpiPolicy(opts, name=cfg.name)
+
     return {
         "oracle": (oracle_opts, oracle, False),
         "vision_heuristic": (vision_opts, vision, False),
         "random": (random_opts, random, False),
         "vla": (vla_opts, vla, True),
+        "openpi": (openpi_opts, openpi, False),
+        "openvla_rest": (openvla_rest_opts, openvla_rest, False),
     }
 
 
-KINDS: tuple[str, ...] = ("oracle", "vision_heuristic", "random", "vla")
+KINDS: tuple[str, ...] = ("oracle", "vision_heuristic", "random", "vla", "openpi", "openvla_rest")
 CLASS_KIND = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")  # module.path:Class
 
 
@@ -218,6 +240,14 @@ def policy_io(config: PolicyConfig | dict) -> PolicyIO:
             raise PolicyConfigError(f"policy {cfg.name!r} (kind {cfg.kind}): declared_io "
                                     f"returned {type(io).__name__}, not a PolicyIO")
         return io
+    if cfg.kind == "openvla_rest":  # ee_delta[7], gripper 0 close .. 1 open (OpenVLA's)
+        from policies.remote.openvla_rest import OpenVLARestPolicy
+
+        return OpenVLARestPolicy.declared_io(validate_options(cfg))  # type: ignore[arg-type]
+    if cfg.kind == "openpi":  # what its preset (or mapping) sends and reads; no connection
+        from policies.remote.openpi_policy import OpenpiPolicy
+
+        return OpenpiPolicy.declared_io(validate_options(cfg))  # type: ignore[arg-type]
     if cfg.kind not in SPACE_KINDS:
         return replace(RT2_IO, camera_names=_camera_names(cfg))
     from policies.oracle import space_io

@@ -7,7 +7,8 @@ pickle, no msgpack extension types. Strict like the bridge codec: every message 
 exact set of fields (unknown or missing fields raise ProtocolError), every size is bounded,
 and its own message version `v` (DATAPLANE_VERSION; another version is UNSUPPORTED_VERSION).
 
-    request  {"v", "t": "act", "id", "arm", "instruction", "state", "privileged", "frames"}
+    request  {"v", "t": "act", "id", "arm", "instruction", "state", "state_names", "privileged",
+              "frames"}  (state_names: the arm's name of each state value, [] if not known)
              + one raw part per camera frame (descriptors as on the bridge wire)
     end      {"v", "t": "end", "arm"}   (the arm's episode ended; no reply)
     reply    {"v", "id", "ok": true, "action", "chunk", "tokens", "text", "plan",
@@ -15,7 +16,8 @@ and its own message version `v` (DATAPLANE_VERSION; another version is UNSUPPORT
              + one raw part: the chunk, H x D little-endian float64, row-major
              (`chunk`: {"shape": [H, D], "dtype": "float64", "hz", "terminate_at"};
              `action`: RT-2's [terminate, 7 values] for a single-step policy, else nil)
-    failure  {"v", "id" (nil if unreadable), "ok": false, "error"}
+    failure  {"v", "id" (nil if unreadable), "ok": false, "error", "unavailable"}
+             (unavailable: a remote policy did not answer, not the policy's fault)
 """
 
 from __future__ import annotations
@@ -91,9 +93,11 @@ class PolicyReply:
 
 @dataclass(frozen=True)
 class PolicyFailure:
-    """The worker could not answer: the policy raised, or the request was malformed."""
+    """The worker could not answer: the policy raised, or the request was malformed;
+    `unavailable`: a policy that runs elsewhere did not answer (policies.base.PolicyUnreachable)."""
 
     error: str
+    unavailable: bool = False
 
 
 # --- validators ------------------------------------------------------------------------------
@@ -121,6 +125,7 @@ def _v_seconds(v: Any, name: str) -> float:
 
 
 _v_state = v_list(v_num, max_n=MAX_STATE_DIM)
+_v_state_names = v_list(v_str, max_n=MAX_STATE_DIM)
 _v_tokens = v_list(v_int, max_n=MAX_TOKENS)
 _v_opt_text = v_opt(_v_text)
 _v_opt_map = v_opt(v_map)
@@ -136,7 +141,7 @@ def _v_shape2(v: Any, name: str) -> tuple[int, int]:
 
 _REQUEST: dict[str, dict[str, Validator]] = {
     "act": {"id": v_uint, "arm": v_str, "instruction": v_str, "state": _v_state,
-            "privileged": _v_opt_map, "frames": v_maps},
+            "state_names": _v_state_names, "privileged": _v_opt_map, "frames": v_maps},
     "end": {"arm": v_str},
 }
 _REPLY_OK: dict[str, Validator] = {
@@ -144,7 +149,8 @@ _REPLY_OK: dict[str, Validator] = {
     "tokens": v_opt(_v_tokens), "text": _v_opt_text, "plan": _v_opt_text,
     "hold_reason": _v_opt_text, "inference_s": _v_seconds, "batch": v_uint, "queued_s": _v_seconds,
 }
-_REPLY_FAIL: dict[str, Validator] = {"id": v_opt(v_uint), "ok": v_bool, "error": _v_text}
+_REPLY_FAIL: dict[str, Validator] = {"id": v_opt(v_uint), "ok": v_bool, "error": _v_text,
+                                     "unavailable": v_bool}
 _CHUNK: dict[str, Validator] = {"shape": _v_shape2, "dtype": v_str, "hz": _v_pos_num,
                                 "terminate_at": v_opt(v_uint)}
 
@@ -196,7 +202,7 @@ def encode_policy_request(rid: int, inp: PolicyInput) -> list[Any]:
     descs, bufs = pack_frames(inp.frames)
     header = {"v": DATAPLANE_VERSION, "t": "act", "id": rid, "arm": inp.arm,
               "instruction": inp.instruction, "state": [float(v) for v in inp.proprio],
-              "privileged": inp.privileged, "frames": descs}
+              "state_names": list(inp.state_names), "privileged": inp.privileged, "frames": descs}
     return [pack_header(header), *bufs]
 
 
@@ -227,7 +233,7 @@ def decode_policy_message(parts: Sequence[Any]) -> PolicyRequest | PolicyEnd:
         raise ProtocolError(f"policy request: {e}", e.code, rid) from None
     return PolicyRequest(rid if rid is not None else 0, PolicyInput(
         frames=frames, proprio=tuple(f["state"]), instruction=f["instruction"],
-        privileged=f["privileged"], arm=f["arm"]))
+        privileged=f["privileged"], arm=f["arm"], state_names=tuple(f["state_names"])))
 
 
 # --- replies ---------------------------------------------------------------------------------
@@ -258,8 +264,9 @@ def encode_policy_reply(rid: int, reply: PolicyReply) -> list[Any]:
     return [pack_header(header), values.tobytes()]
 
 
-def encode_policy_failure(rid: int | None, error: str) -> bytes:
-    return pack_header({"v": DATAPLANE_VERSION, "id": rid, "ok": False, "error": error[:MAX_ERROR]})
+def encode_policy_failure(rid: int | None, error: str, *, unavailable: bool = False) -> bytes:
+    return pack_header({"v": DATAPLANE_VERSION, "id": rid, "ok": False, "error": error[:MAX_ERROR],
+                        "unavailable": unavailable})
 
 
 def _chunk(meta: dict, buf: Any, rid: int | None) -> ActionChunk:
@@ -290,7 +297,7 @@ def decode_policy_reply(parts: Sequence[Any]) -> tuple[int | None, PolicyReply |
         f = _fields(h, _REPLY_FAIL, "policy failure", rid)
         if len(parts) != 1:
             raise ProtocolError(f"policy failure has {len(parts)} parts, expected 1", request_id=rid)
-        return f["id"], PolicyFailure(f["error"])
+        return f["id"], PolicyFailure(f["error"], f["unavailable"])
     f = _fields(h, _REPLY_OK, "policy reply", rid)
     if len(parts) != 2:
         raise ProtocolError(f"policy reply has {len(parts)} parts, expected 2 (header, chunk)",

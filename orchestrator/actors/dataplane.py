@@ -38,7 +38,7 @@ from typing import Any
 import zmq
 
 from orchestrator.batching import expected_soon
-from policies.base import Policy, PolicyInput
+from policies.base import PartialBatch, Policy, PolicyInput, PolicyUnreachable
 from robots import protocol as P
 from robots.deadline import DeadlineDealer, DeadlinePassed
 
@@ -166,23 +166,36 @@ class PolicyServer:
 
     def _run_batch(self, batch: list) -> None:
         started = time.perf_counter()
+        errors: list[BaseException | None] = [None] * len(batch)
         try:
             with self.lock:
                 result = self.policy.act([b[2] for b in batch])
-            if len(result.outputs) != len(batch):
-                raise RuntimeError(f"policy returned {len(result.outputs)} outputs for "
+            outputs, inference_s = list(result.outputs), result.inference_s
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"policy returned {len(outputs)} outputs for "
                                    f"{len(batch)} inputs")
+        except PartialBatch as pb:  # a remote policy: some arms answered, some did not
+            outputs, errors, inference_s = pb.outputs, pb.errors, pb.inference_s
         except Exception as e:
             self.errors += 1
-            log.exception("policy act failed")
+            unavailable = isinstance(e, PolicyUnreachable)  # a remote policy did not answer
+            if not unavailable:
+                log.exception("policy act failed")
             msg = f"{e.__class__.__name__}: {e}"[:1000]
             for ident, rid, _, _ in batch:
-                self._send(ident, P.encode_policy_failure(rid, msg))
+                self._send(ident, P.encode_policy_failure(rid, msg, unavailable=unavailable))
             return
         self.calls += len(batch)
         self.batches += 1
-        for (ident, rid, _, queued_at), out in zip(batch, result.outputs, strict=True):
-            reply = ActReply(out, result.inference_s, len(batch), started - queued_at)
+        for (ident, rid, _, queued_at), out, err in zip(batch, outputs, errors, strict=True):
+            if out is None:
+                self.errors += 1
+                e = err or RuntimeError("policy returned no output for this input")
+                self._send(ident, P.encode_policy_failure(
+                    rid, f"{e.__class__.__name__}: {e}"[:1000],
+                    unavailable=isinstance(e, PolicyUnreachable)))
+                continue
+            reply = ActReply(out, inference_s, len(batch), started - queued_at)
             try:
                 self._send(ident, P.encode_policy_reply(rid, reply))
             except P.ProtocolError as e:  # an output the wire cannot carry: the arm's fault
@@ -236,5 +249,7 @@ class PolicyClient:
             raise PolicyUnavailable(f"no reply from policy worker at {self.endpoint} within "
                                     f"{self.timeout_s:.1f} s") from None
         if isinstance(reply, P.PolicyFailure):
+            if reply.unavailable:  # a remote policy's server did not answer: not its fault
+                raise PolicyUnavailable(f"policy unavailable: {reply.error}")
             raise PolicyError(f"policy failed: {reply.error}")
         return reply

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ class RobotActor:
                     self._drop_client()  # a fresh socket next time, never a wedged one
         finally:
             policy.end(self.name)
-        return result
+        return replace(result, worker_instance=plane["instance"])  # which worker answered
 
     def media_problem(self, folder: str) -> str | None:
         """Whether this node can write media under `folder` (relative to the media dir)

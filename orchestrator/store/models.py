@@ -202,6 +202,7 @@ class Episode(Base):
     terminated_by: Mapped[str | None] = mapped_column(String(30))  # TerminationReason
     policy_checksum: Mapped[str | None] = mapped_column(String(80))
     media: Mapped[list[Any]] = mapped_column(default=list)  # [{camera, uri, sha256, bytes, frames}]
+    worker_instance: Mapped[str | None] = mapped_column(String(64))  # the policy worker's (0011)
 
 
 class Step(Base):

@@ -342,6 +342,7 @@ def complete_episode(
     media: list[dict[str, Any]],
     sim_success: bool | None,
     policy_checksum: str | None = None,
+    worker_instance: str | None = None,
     now: datetime | None = None,
 ) -> bool:
     """Mark an episode recorded (its media is durable) and count it if the lease is still ours.
@@ -363,6 +364,8 @@ def complete_episode(
     ep.media = media
     if policy_checksum is not None:  # the weights that ran (the worker's metadata)
         ep.policy_checksum = policy_checksum
+    if worker_instance is not None:  # the policy worker instance that answered
+        ep.worker_instance = worker_instance
     ep.counted = ours
     if ours:
         trial.status = TrialStatus.DONE
@@ -399,6 +402,8 @@ def abort_episode(
     step_count: int = 0,
     late_steps: int = 0,
     media: list[dict[str, Any]] | None = None,
+    worker_instance: str | None = None,
+    policy_checksum: str | None = None,
     now: datetime | None = None,
 ) -> None:
     """Close an episode as aborted (kept for the audit, with its cause, and with the steps and
@@ -417,6 +422,9 @@ def abort_episode(
         ep.step_count = step_count
         ep.late_steps = late_steps
         ep.media = list(media or [])
+        ep.worker_instance = worker_instance
+        if policy_checksum is not None:  # the policy that ran up to the abort
+            ep.policy_checksum = policy_checksum
     trial = s.get(Trial, ep.trial_id)
     if requeue and trial is not None and counts_against_trial(cause):
         s.flush()

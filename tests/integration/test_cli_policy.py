@@ -80,7 +80,7 @@ def events(url: str, kind: str) -> list[Event]:
     ("args", "needle"),
     [
         (("oracle", "--kind", "orcale"),
-         "unknown kind 'orcale' (choose from oracle, vision_heuristic, random, vla)"),
+         "unknown kind 'orcale' (choose from oracle, vision_heuristic, random, vla, openpi, openvla_rest, or a policy class"),
         (("tiny", "--kind", "vla"), "--kind vla needs --path"),
         (("r", "--kind", "random", "-o", "bogus=1"), "unknown option 'bogus' for kind random"),
         (("r", "--kind", "random", "-o", "scale=7"), "option 'scale' for kind random"),

@@ -45,7 +45,8 @@ def spec(kind: str = "random", options: dict | None = None, *, config_kind: str 
     ("kwargs", "needle"),
     [
         ({"kind": "orcale"},
-         "unknown kind 'orcale' (choose from oracle, vision_heuristic, random, vla, or a policy class"),
+         "unknown kind 'orcale' (choose from oracle, vision_heuristic, random, vla, openpi, "
+         "openvla_rest, or a policy class"),
         ({"kind": "vla"}, "--kind vla needs --path"),
         ({"kind": "random", "options": {"bogus": "1"}},
          "unknown option 'bogus' for kind random (allowed: seed, scale, terminate_prob, space)"),
