@@ -54,7 +54,7 @@ from robots.protocol_values import (
 )
 
 #: The data plane's own message version (independent of the bridge protocol's).
-DATAPLANE_VERSION = 1
+DATAPLANE_VERSION = 2  # 2: act carries state_names; a failure may say `unavailable`
 MAX_CHUNK_ROWS = 4096  # H
 MAX_TOKENS = 8192
 MAX_TEXT = 32 * 1024  # generated text / plan (the header stays under MAX_HEADER_BYTES)
