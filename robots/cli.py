@@ -1,4 +1,5 @@
-"""`evalfleet bridge serve ...` and `evalfleet keys generate ...` (typer sub-apps).
+"""`evalfleet bridge serve ...`, `evalfleet bridge check ...` and `evalfleet keys generate ...`
+(typer sub-apps).
 
 The main CLI mounts them: app.add_typer(bridge_app, name="bridge"); app.add_typer(keys_app,
 name="keys"). `python -m robots.cli bridge serve ...` works on its own too.
@@ -122,6 +123,9 @@ def serve(
         help="sim: a camera NAME[=WIDTHxHEIGHT] (main/front, wrist); repeat for several")] = None,
     max_joint_speed: Annotated[float | None, typer.Option(
         help="sim joint_position: max joint speed, rad/s")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML/JSON mapping: the driver factory's keyword arguments, as "
+                         "`bridge check --config` takes it")] = None,
 ) -> None:
     """Serve one arm until SIGINT/SIGTERM."""
     from robots.bridge import BridgeConfig, BridgeConfigError, BridgeServer, CurveServerConfig
@@ -136,11 +140,23 @@ def serve(
     cfg = BridgeConfig(bind=bind, pub_bind=pub_bind, watchdog_ms=watchdog_ms,
                        max_command_age_ms=max_command_age_ms, stream_fps=stream_fps, curve=curve,
                        ready_file=ready_file)
-    try:
-        drv = make_driver(driver, parse_size(image_size) if image_size else None, replay,
-                          replay_loop, space=space, cameras=camera, max_joint_speed=max_joint_speed)
-    except ValueError as e:  # SimOptions: an unknown camera or space, a size out of range
-        raise typer.BadParameter(str(e)) from e
+    if config is not None:  # the same driver `bridge check --config` checked
+        from robots.check.loading import DriverLoadError, load_driver, read_config
+
+        if image_size or replay or space or camera or max_joint_speed is not None:
+            raise typer.BadParameter("--config replaces --image-size, --replay, --space, --camera "
+                                     "and --max-joint-speed: put them in the config file")
+        try:
+            drv = load_driver(driver, read_config(config))
+        except DriverLoadError as e:
+            raise typer.BadParameter(str(e)) from e
+    else:
+        try:
+            drv = make_driver(driver, parse_size(image_size) if image_size else None, replay,
+                              replay_loop, space=space, cameras=camera,
+                              max_joint_speed=max_joint_speed)
+        except ValueError as e:  # SimOptions: an unknown camera or space, a size out of range
+            raise typer.BadParameter(str(e)) from e
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -154,6 +170,57 @@ def serve(
     except BridgeConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+@bridge_app.command("check")
+def check(
+    driver: Annotated[str, typer.Argument(help="the driver, as `bridge serve --driver` takes it: "
+                                               "sim | replay | package.module:Factory")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML/JSON mapping: the factory's keyword arguments (sim: space, cameras, "
+                         "image_size, control_hz, max_joint_speed, seed)")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="send no motion: commands are recorded, never forwarded to the driver; "
+                          "hold/e-stop checks are skipped")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the results here as JSON")] = None,
+) -> None:
+    """Check a driver against the bridge's contract BEFORE serving it; exit 1 names what fails.
+
+    Run it with the arm in a safe state and the hardware e-stop within reach: first with
+    --dry-run (no motion), then without (small motions: a few cm or a few degrees). It checks
+    the declared spaces, that observe() returns what the capabilities promise, that
+    out-of-limit actions reach the driver clipped and NaN never does, that hold and e-stop
+    stop the arm within one control period (from the driver's own feedback), that reset()
+    either readies the arm or gives operator instructions, and observe/act timings.
+    reset() is called in both modes (it may move your arm to its home pose, as in serve).
+    Exit 0: every check passed; 1: a check failed (each named on a FAIL line); 2: the driver
+    or config cannot be loaded. Then serve it: `evalfleet bridge serve --driver DRIVER
+    --config FILE`. See docs/drivers.md.
+    """
+    import json
+
+    from rich.console import Console
+
+    from robots.check.loading import DriverLoadError, load_driver, read_config
+    from robots.check.report import print_report
+    from robots.check.results import exit_code, results_to_json
+    from robots.check.runner import CheckOptions, run_checks
+
+    try:
+        drv = load_driver(driver, read_config(config) if config is not None else None)
+    except DriverLoadError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    results = run_checks(drv, CheckOptions(dry_run=dry_run))
+    print_report(Console(), results, driver=driver, dry_run=dry_run)
+    if json_out is not None:
+        doc = results_to_json(results, driver=driver, dry_run=dry_run)
+        try:
+            json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            typer.echo(f"error: --json {json_out}: cannot write it: {e.strerror or e}", err=True)
+            raise typer.Exit(2) from e
+    raise typer.Exit(exit_code(results))
 
 
 @keys_app.command("generate")
