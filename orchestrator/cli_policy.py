@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,7 +40,9 @@ USAGE_ERROR = 2  # bad input: nothing was written
 def policy_register(
     name: Annotated[str, typer.Argument(help="Policy name used in campaigns (--policy NAME).")],
     kind: Annotated[
-        str, typer.Option(help="oracle | vision_heuristic | random | vla.", show_default=False)
+        str, typer.Option(help="oracle | vision_heuristic | random | vla | openpi | "
+                          "openvla_rest | module.path:ClassName (your own Policy class).",
+                          show_default=False)
     ],
     version: Annotated[
         str, typer.Option(help="Version label; changed weights or options need a new one.")
@@ -53,7 +55,8 @@ def policy_register(
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="key=value option of the kind, repeatable "
-                     "(see docs/policies.md, e.g. -o seed=3)."),
+                     "(see docs/policies.md, e.g. -o seed=3); key=@file.yaml takes a "
+                     "structured value from a YAML file (e.g. -o mapping=@sim.yaml)."),
     ] = None,
     force: Annotated[
         bool,
@@ -77,7 +80,8 @@ def policy_register(
 
     try:
         valid = validate_registration(
-            name, kind, version=version, path=path, options=parse_options(option or [])
+            name, kind, version=version, path=path,
+            options=_with_files(parse_options(option or [])),
         )
     except PolicyConfigError as e:
         fail(f"policy register: {e}", USAGE_ERROR)
@@ -110,6 +114,27 @@ def policy_register(
     else:
         sha = f", weights sha256 {checksum[:12]}" if checksum else ""
         console.print(f"{label} registered as #{done.policy_id}{sha}")
+
+
+def _with_files(options: dict[str, str]) -> dict[str, Any]:
+    """`-o key=@file.yaml`: the value is the file's YAML (a mapping, a list, a number...)."""
+    import yaml
+
+    from policies.registry import PolicyConfigError
+
+    out: dict[str, Any] = dict(options)
+    for key, value in options.items():
+        if not value.startswith("@"):
+            continue
+        f = Path(value[1:]).expanduser()
+        try:
+            out[key] = yaml.safe_load(f.read_text())
+        except OSError as e:
+            raise PolicyConfigError(f"-o {key}=@{f}: cannot read {f}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise PolicyConfigError(f"-o {key}=@{f}: not valid YAML: "
+                                    f"{str(e).splitlines()[0]}") from None
+    return out
 
 
 @policy_app.command("list")

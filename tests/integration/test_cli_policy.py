@@ -217,3 +217,22 @@ def test_list_and_show(cli_db: str) -> None:
     assert code == 1 and "versions: 1, 2" in out and len(lines(out)) == 1
     code, out = cli("policy", "show", "nope")
     assert code == 1 and "policy list" in out
+
+
+def test_a_structured_option_comes_from_a_yaml_file(cli_db: str, tmp_path: Path) -> None:
+    """-o key=@file.yaml: the openpi kind's generic mapping registered from the CLI."""
+    mapping = tmp_path / "sim.yaml"
+    mapping.write_text(
+        "images: {observation/image: {camera: main, role: external}}\n"
+        "state: {observation/state: [ee_x, ee_y, ee_z, ee_roll, ee_pitch, ee_yaw, gripper]}\n"
+        "actions: {space: ee_delta, dim: 7, gripper: open_is_1}\n")
+    code, out = cli("policy", "register", "remote", "--kind", "openpi", "-o",
+                    "url=ws://127.0.0.1:8000", "-o", "preset=generic", "-o",
+                    f"mapping=@{mapping}")
+    assert code == 0, out
+    with Store.open(cli_db) as store, store.read() as s:
+        pol = s.scalars(select(Policy).where(Policy.name == "remote")).one()
+        assert pol.config["options"]["mapping"]["actions"]["dim"] == 7
+    code, out = cli("policy", "register", "remote2", "--kind", "openpi", "-o",
+                    f"mapping=@{tmp_path / 'missing.yaml'}")
+    assert code == 2 and len(lines(out)) == 1 and "cannot read" in out, out
