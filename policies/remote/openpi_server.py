@@ -10,8 +10,10 @@ variant is understood too: a message whose `endpoint` is "reset" ends the connec
 What this server does that openpi's does not:
 
 - **batching**: requests from all connections are collected (up to `max_batch`, for at most
-  `batch_wait_s`, and only while someone else may still send: serve_core.keep_collecting) and
-  go through the policy in ONE `Policy.act(batch)` call;
+  `batch_wait_s` from the first request or from the end of the previous batch, and only
+  while someone else may still send: serve_core.keep_collecting, which also waits for the
+  connections answered by the previous batch that usually ask again at once) and go through
+  the policy in ONE `Policy.act(batch)` call;
 - **a free event loop**: the policy runs on one worker thread, never on the event loop, so
   pings, handshakes, /healthz and other connections are served while it computes;
 - **limits**: messages over `max_message_bytes` close that connection with 1009; a malformed
@@ -74,9 +76,11 @@ from policies.remote.serve_core import (
     Rhythm,
     api_key_ok,
     error_line,
+    expected_back,
     keep_collecting,
     needs_reset,
     next_rhythm,
+    next_think,
     parse_request,
     preset_mismatch,
     server_metadata,
@@ -118,6 +122,8 @@ class _Connection:
     instruction: str | None = None  # the prompt its episode started with (None: none yet)
     reset_requested: bool = False
     prev_total_s: float | None = None
+    replied_at: float | None = None  # when its last reply was sent (perf_counter)
+    think_s: float | None = None  # its usual reply-to-next-request gap (serve_core.next_think)
 
 
 class OpenpiPolicyServer:
@@ -141,6 +147,7 @@ class OpenpiPolicyServer:
         self._metadata = b""
         self._ids = itertools.count(1)
         self._arms: dict[str, Rhythm] = {}  # open connection -> its rhythm
+        self._returning: dict[str, float] = {}  # answered connection -> when expected back
         self._pending: list[_Pending] = []
         self._in_flight: list[_Pending] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="policy")
@@ -252,7 +259,12 @@ class OpenpiPolicyServer:
                 log.warning("serve: connections still open after %.0f s; leaving them",
                             o.stop_timeout_s)
         await self._close_policy()
-        log.info("stopped")
+        st = self.stats
+        mean = sum(st.batch_sizes) / len(st.batch_sizes) if st.batch_sizes else 0.0
+        log.info("stopped: %d requests from %d connections in %d batches (mean batch %.1f, "
+                 "largest %d), %d policy errors, %d refused messages", st.requests,
+                 st.connections, st.batches, mean, max(st.batch_sizes, default=0), st.errors,
+                 st.refused)
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -350,6 +362,7 @@ class OpenpiPolicyServer:
             await self._refuse(ws, arm, error_line("policy server error", e))
         finally:
             self._arms.pop(arm, None)
+            self._returning.pop(arm, None)
             if self._arrived is not None:
                 self._arrived.set()  # the batcher re-checks who may still send
             log.info("%s closed (code %s)", arm, ws.close_code)
@@ -381,6 +394,8 @@ class OpenpiPolicyServer:
             return False
         starts = needs_reset(conn.instruction, inp.instruction, conn.reset_requested)
         self._arms[conn.arm] = next_rhythm(self._arms.get(conn.arm), started)
+        conn.think_s = next_think(conn.think_s, conn.replied_at, started)
+        self._returning.pop(conn.arm, None)
         outcome = await self._submit(conn.arm, inp, inp.instruction if starts else None, started)
         if outcome.error is not None:
             await self._refuse(ws, conn.arm, outcome.error)
@@ -399,7 +414,11 @@ class OpenpiPolicyServer:
             await self._refuse(ws, conn.arm, error_line("policy reply not sendable", e))
             return False
         await ws.send(data)
-        conn.prev_total_s = time.perf_counter() - started
+        conn.replied_at = time.perf_counter()
+        conn.prev_total_s = conn.replied_at - started
+        back = expected_back(conn.replied_at, conn.think_s)
+        if back is not None:
+            self._returning[conn.arm] = back
         return True
 
     async def _submit(self, arm: str, inp: PolicyInput, reset_instruction: str | None,
@@ -421,16 +440,20 @@ class OpenpiPolicyServer:
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
         o = self.options
+        free_since = 0.0
         while True:
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
-            until = self._pending[0].arrived + o.batch_wait_s
+            # the window opens when the first request arrived or, when it arrived during the
+            # previous batch, when that batch was answered
+            until = max(self._pending[0].arrived, free_since) + o.batch_wait_s
             while True:
                 now = time.perf_counter()
                 in_batch = {p.arm for p in self._pending[: o.max_batch]}
                 if not keep_collecting(in_batch=in_batch, open_arms=self._arms, now=now,
-                                       until=until, max_batch=o.max_batch):
+                                       until=until, max_batch=o.max_batch,
+                                       returning=self._returning):
                     break
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
@@ -443,6 +466,7 @@ class OpenpiPolicyServer:
             outcomes = await loop.run_in_executor(self._executor, run_batch, self.policy,
                                                   self.preset, items)
             self._in_flight = []
+            free_since = time.perf_counter()
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(batch))
             self.stats.errors += sum(1 for x in outcomes if x.error is not None)

@@ -98,11 +98,15 @@ def next_rhythm(prev: Rhythm | None, now: float) -> Rhythm:
 
 
 def keep_collecting(*, in_batch: Collection[str], open_arms: Mapping[str, Rhythm], now: float,
-                    until: float, max_batch: int) -> bool:
+                    until: float, max_batch: int,
+                    returning: Mapping[str, float] | None = None) -> bool:
     """Should the server wait for more requests before running the batch? (pure)
 
     `in_batch`: the connections with a request in the batch; `open_arms`: every open
-    connection and its rhythm; `until`: the end of the batch window."""
+    connection and its rhythm; `until`: the end of the batch window; `returning`: when a
+    connection answered by an earlier batch is expected back (serve_core.expected_back), so
+    that clients that ask again as soon as they are answered (a closed loop) are gathered
+    into one batch instead of settling into two half batches that alternate."""
     if len(in_batch) >= max_batch or now >= until:
         return False
     others = {arm: r for arm, r in open_arms.items() if arm not in in_batch}
@@ -110,7 +114,30 @@ def keep_collecting(*, in_batch: Collection[str], open_arms: Mapping[str, Rhythm
         return False  # every connection is waiting for this batch: nobody else can send
     if any(period is None for _, period in others.values()):
         return True  # a new connection, or one whose rhythm is unknown yet: give it the window
+    if any(arm in others and t <= until for arm, t in (returning or {}).items()):
+        return True
     return expected_soon(others, set(in_batch), now, until)
+
+
+#: a reply-to-next-request gap longer than this is not a closed loop (an arm executing its
+#: chunk, a pause): such a connection is not waited for by its think time
+MAX_THINK_S = 0.05
+
+
+def next_think(prev: float | None, replied_at: float | None, arrived: float) -> float | None:
+    """A connection's think time (from our reply to its next request), smoothed (pure); None
+    until known, and gaps over MAX_THINK_S reset it."""
+    if replied_at is None:
+        return prev
+    gap = arrived - replied_at
+    if not 0 <= gap <= MAX_THINK_S:
+        return None
+    return gap if prev is None else 0.7 * prev + 0.3 * gap
+
+
+def expected_back(replied_at: float, think: float | None) -> float | None:
+    """When a connection just answered is expected to ask again; None: not expected soon."""
+    return None if think is None else replied_at + think
 
 
 # --- requests ---------------------------------------------------------------------------------

@@ -34,10 +34,13 @@ from policies.remote.serve_core import (
     InferRequest,
     ResetRequest,
     api_key_ok,
+    MAX_THINK_S,
     error_line,
+    expected_back,
     keep_collecting,
     needs_reset,
     next_rhythm,
+    next_think,
     parse_request,
     preset_mismatch,
     server_metadata,
@@ -94,6 +97,34 @@ def test_rhythm_is_the_smoothed_gap_between_requests_and_long_pauses_do_not_coun
     r = next_rhythm(r, 11.5)
     assert r[0] == 11.5 and r[1] == pytest.approx(0.7 * 0.5 + 0.3 * 1.0)
     assert next_rhythm(r, 11.5 + MAX_PERIOD_S + 1)[1] == r[1]
+
+
+def test_closed_loop_clients_answered_last_batch_are_waited_for() -> None:
+    """Clients that ask again as soon as they are answered: the half of them answered by the
+    last batch is expected back within the window, so the next batch is not run half full
+    (two half batches alternating was the steady state before)."""
+    arms = {"a": (10.0, 0.1), "b": (10.05, 0.1)}  # b asked mid-cycle: rhythm alone won't wait
+    assert not keep_collecting(in_batch={"a"}, open_arms=arms, now=10.1, until=10.105,
+                               max_batch=32)
+    assert keep_collecting(in_batch={"a"}, open_arms=arms, now=10.1, until=10.105,
+                           max_batch=32, returning={"b": 10.101})
+    # expected back after the window: not waited for; a full batch runs anyway
+    assert not keep_collecting(in_batch={"a"}, open_arms=arms, now=10.1, until=10.105,
+                               max_batch=32, returning={"b": 10.2})
+    assert not keep_collecting(in_batch={"a", "b"}, open_arms=arms, now=10.1, until=10.105,
+                               max_batch=2, returning={"b": 10.101})
+
+
+def test_think_time_is_the_smoothed_reply_to_request_gap_of_a_closed_loop() -> None:
+    assert next_think(None, None, 5.0) is None  # never answered yet
+    t = next_think(None, 5.0, 5.001)
+    assert t == pytest.approx(0.001)
+    t = next_think(t, 6.0, 6.003)
+    assert t == pytest.approx(0.7 * 0.001 + 0.3 * 0.003)
+    # an arm that executes its chunk for half a second before asking again is no closed loop
+    assert next_think(t, 7.0, 7.0 + MAX_THINK_S + 0.4) is None
+    assert expected_back(8.0, None) is None
+    assert expected_back(8.0, 0.002) == pytest.approx(8.002)
 
 
 # --- requests ---------------------------------------------------------------------------------
