@@ -478,7 +478,11 @@ class BridgeServer:
         self._wd = S.watchdog_mark_held(self._wd, recv_ns)
         self._bump("estops")
         log.warning("E-STOP latched: %s", self._estop.reason)
-        self.driver.hold()
+        try:
+            self.driver.estop()  # the SDK's own stop where it has one (default: hold)
+        except Exception:
+            log.exception("driver estop() failed; holding instead (the e-stop stays latched)")
+            self.driver.hold()
         return {}, []
 
     def _do_rearm(self, req: P.Request, recv_ns: int) -> tuple[dict, list]:

@@ -112,6 +112,12 @@ class RobotDriver(ABC):
     def hold(self) -> None:
         """Protective stop: keep the current pose, stop moving."""
 
+    def estop(self) -> None:
+        """The bridge's e-stop latched: stop with the SDK's own protective / emergency stop
+        where it has one (UR triggerProtectiveStop, xArm emergency_stop). Default: hold().
+        Not a substitute for the hardware emergency stop."""
+        self.hold()
+
     def privileged_state(self) -> dict | None:
         """Ground truth for the scripted oracle (sim only); None on real arms."""
         return None
