@@ -207,7 +207,10 @@ class BackgroundRecorder:
                     self.error = e
 
     def add(self, frames: dict[str, np.ndarray]) -> None:
-        self.q.put({k: np.array(v, copy=True) for k, v in frames.items()}, timeout=5)
+        # frames from the wire are read-only views of their own received buffers: kept as
+        # they are; a writeable array might be reused by its producer, so it is copied
+        self.q.put({k: v if not v.flags.writeable else np.array(v, copy=True)
+                    for k, v in frames.items()}, timeout=5)
 
     def finish(self) -> tuple[MediaFile, ...]:
         """One file per camera (every camera seen), durable."""
