@@ -105,6 +105,13 @@ def api_key(opts: OpenpiOptions, name: str) -> str | None:
     return key
 
 
+class PolicyChanged(RuntimeError):
+    """The server now answers with another policy than the one this policy was built against
+    (its metadata differs on a new connection): nothing it answers may count under this
+    policy. Counted against the trial like any policy error, so a campaign whose server was
+    swapped gives its trials up and says why instead of mixing two policies."""
+
+
 def json_safe(v: Any, depth: int = 0) -> Any:
     """Server metadata as JSON for the store and the checksum (arrays as lists, bytes as hex)."""
     if depth > 8:
@@ -140,6 +147,7 @@ class OpenpiPolicy(Policy):
         self.options, self.name = o, name
         self._key = api_key(o, name)
         self._clients: dict[str, OpenpiClient] = {}
+        self._checked: dict[str, int] = {}  # arm -> the connection whose metadata was checked
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"openpi-{name}")
         probe = self._client("(metadata)")
@@ -185,11 +193,31 @@ class OpenpiPolicy(Policy):
             except OpenpiUnavailable as e:
                 raise PolicyUnreachable(str(e)) from e
 
+    def _same_policy(self, arm: str, c: OpenpiClient) -> None:
+        """On every new connection, before its first observation: the server still serves
+        the policy this one was built against (its metadata is unchanged)."""
+        meta = c.connect()
+        if self._checked.get(arm) == c.connects:
+            return
+        now = json_safe(meta)
+        if now != self.server_metadata:
+            c.close()
+            changed = sorted({*now, *self.server_metadata} - {
+                k for k in now if now.get(k) == self.server_metadata.get(k)})
+            raise PolicyChanged(
+                f"policy {self.name!r}: the server at {self.options.url} now serves another "
+                f"policy (its metadata changed: {', '.join(changed)[:200]}); episodes never "
+                "count under a policy that did not run them: register the new server as a "
+                "new policy version and evaluate it in a new campaign")
+        self._checked[arm] = c.connects
+
     def _one(self, x: PolicyInput) -> tuple[PolicyOutput, float]:
         obs = self.preset.request(x)
         if self.roboarena is not None:
             obs["endpoint"] = "infer"
-        reply: OpenpiReply = self.client(x.arm).infer(obs)
+        c = self.client(x.arm)
+        self._same_policy(x.arm, c)
+        reply: OpenpiReply = c.infer(obs)
         chunk = self.preset.chunk(reply.data, self.options.control_hz)
         infer_s = reply.infer_ms / 1000.0 if reply.infer_ms is not None else reply.round_trip_s
         return PolicyOutput(chunk=chunk, chunk_hz=self.options.control_hz), infer_s
