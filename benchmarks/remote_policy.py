@@ -30,7 +30,8 @@ Writes benchmarks/results/remote_policy.json.
    - `evalfleet`: `evalfleet policy serve` (batching concurrent connections, defaults);
    each driven by `--clients` concurrent closed-loop websocket clients (one connection each,
    one image + prompt per message) for `--seconds` after a warm-up: actions/s and latency
-   p50/p99. Both servers run torch with `--torch-threads` (default 1). Target: evalfleet >= 4x
+   p50/p99. Both servers run torch with `--torch-threads` threads; one comparison per value
+   (default: 1, and the number of CPUs, torch's own default). Target: evalfleet >= 4x
    openpi's actions/s.
 """
 
@@ -330,6 +331,7 @@ def serving_section(clients: int, seconds: float, warmup_s: float, torch_threads
     from benchmarks.interop_venv import InteropUnavailable, bench_venv
     from tests.policy_kit import build_tiny_vla
 
+    workdir.mkdir(parents=True, exist_ok=True)
     vla = build_tiny_vla(workdir / "tiny-vla")
     (workdir / "vla.yaml").write_text(yaml.safe_dump({"name": "tiny-vla", "kind": "vla",
                                                       "path": str(vla)}))
@@ -391,10 +393,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16, help="serving: concurrent connections")
     ap.add_argument("--seconds", type=float, default=20.0, help="serving: measured window")
     ap.add_argument("--warmup", type=float, default=5.0, help="serving: seconds not measured")
-    ap.add_argument("--torch-threads", type=int, default=1,
-                    help="serving: OMP_NUM_THREADS of both servers (the same for both). On a "
-                    "shared 2-core machine torch's default pool spins against other processes: "
-                    "one tiny-VLA call took 640 ms with it vs 13 ms with 1 thread")
+    ap.add_argument("--torch-threads", type=int, nargs="+", default=None,
+                    help="serving: OMP_NUM_THREADS of both servers (the same for both), one "
+                    "serving comparison per value (default: 1 and torch's own default, the "
+                    "number of CPUs). openpi's server runs the model on its event loop, so a "
+                    "torch pool of several threads competes with its own socket work")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -414,8 +417,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evalfleet-remote-bench-") as tmp, \
             Progress(console=console, transient=True) as progress:
         if "serving" in sections:
-            result["serving"] = serving_section(args.clients, args.seconds, args.warmup,
-                                                args.torch_threads, progress, Path(tmp))
+            threads = args.torch_threads or sorted({1, os.cpu_count() or 1})
+            result["serving"] = {
+                f"torch_threads_{n}": serving_section(args.clients, args.seconds, args.warmup,
+                                                      n, progress, Path(tmp) / f"t{n}")
+                for n in threads}
     result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     console.print_json(data=result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
