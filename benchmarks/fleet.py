@@ -80,6 +80,7 @@ import ray
 
 from orchestrator.actors.policy import PolicyWorker
 from orchestrator.actors.robot import RobotActor, station_resource
+from orchestrator.cli_fleet import init_ray
 from orchestrator.simfleet import SimFleet
 
 SCENE = {
@@ -859,8 +860,8 @@ def main() -> None:
     media = tempfile.TemporaryDirectory(prefix="evalfleet-bench-media-")
     if sections & {"micro", "fleet", "chunked", "serving"}:
         with SimFleet(max(arm_counts)) as fleet:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
-                     resources={station_resource("default"): 1000.0})
+            # the same Ray as `evalfleet campaign run` starts (orchestrator/cli_fleet.py)
+            init_ray(None, fleet.config())
             try:
                 if "micro" in sections:
                     result["micro"] = micro(fleet, 300 if args.quick else 1000)

@@ -21,7 +21,10 @@ fleet_app = typer.Typer(help="Run the fleet: serve all active campaigns, stop an
 operator_app = typer.Typer(help="Operator actions at the arms (scene set-up).", no_args_is_help=True)
 
 
-def _ray_init(address: str | None, fleet: Any) -> None:
+def init_ray(address: str | None, fleet: Any) -> None:
+    """Ray for `campaign run` / `fleet serve`: the cluster at `address` (or RAY_ADDRESS), else
+    a fresh local instance with a station resource per station of the fleet (benchmarks/
+    fleet.py measures with this too)."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -79,7 +82,7 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
 
     if lease_s is not None:
         fleet = fleet.model_copy(update={"lease_s": lease_s})
-    _ray_init(address, fleet)
+    init_ray(address, fleet)
     stop = _stop_flag()
     runner = FleetRunner(store, fleet, media_dir=str(get_settings().media_dir),
                          campaign_ids=campaign_ids)
