@@ -18,6 +18,8 @@ PURE_MODULES = [
     "protocols.paired",
     "protocols.multiplicity",
     "protocols.clustered",
+    "protocols.sequential",
+    "protocols.ppi",
     "robots.types",
 ]
 FORBIDDEN = ["ray", "zmq", "sqlalchemy", "torch", "streamlit"]
