@@ -130,13 +130,16 @@ class VideoWriter:
             path = self.final
             os.replace(self.tmp, self.final)
             _fsync_dir(self.final.parent)
+            # read back for the checksum: the folder may have gone in between (a media error
+            # like any other, never an unknown fault counted against the trial)
+            sha256, size = sha256_file(self.final), self.final.stat().st_size
         except OSError as e:
             raise MediaWriteError(path, e) from e
         return MediaFile(
             camera=self.camera,
             uri=self.relpath,
-            sha256=sha256_file(self.final),
-            bytes=self.final.stat().st_size,
+            sha256=sha256,
+            bytes=size,
             frames=self.frames,
             fps=self.fps,
         )
