@@ -317,7 +317,7 @@ def test_database_outage_of_a_few_seconds_is_retried_not_fatal(db_url: str,
     try:
         cid = new_campaign(store, "db-outage", trials=2)  # 16 trials
         with SimFleet(3, image_size=IMAGE) as fleet:
-            runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))
+            runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))
             seen: dict = {}
 
             def tick(r: FleetRunner) -> None:

@@ -63,7 +63,7 @@ def test_campaign_on_a_three_node_cluster(cluster, sqlite_store, tmp_path: Path)
     media = tmp_path / "media"
     cid = new_campaign(store, "multinode")  # 2 policies x 4 tasks = 8 trials
     with SimFleet(2, image_size=IMAGE, stations=("a", "b")) as fleet:
-        cfg = fast_fleet(fleet, resources={"policy": 1.0})
+        cfg = fast_fleet(fleet, timeout_ms=3000, resources={"policy": 1.0})
         assert [a.station for a in cfg.arms] == ["a", "b"]
         runner = FleetRunner(store, cfg, media_dir=str(media))
         with started(runner):

@@ -40,7 +40,7 @@ def test_higher_priority_campaign_goes_first(sqlite_store, tmp_path: Path) -> No
     low = new_campaign(store, "older-low", priority=0)  # created first: older
     high = new_campaign(store, "newer-high", priority=5)
     with SimFleet(2, image_size=IMAGE) as fleet:
-        runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))  # all campaigns
+        runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))  # all campaigns
         with started(runner):
             run_to_done(runner, deadline_s=60)
     audit = check_invariants(store, media, [low, high])
@@ -94,7 +94,7 @@ def test_pause_stops_new_leases_within_one_episode_and_resume_continues(
 
     try:
         with SimFleet(2, image_size=IMAGE) as fleet:
-            runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))
+            runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))
             with started(runner):
                 run_to_done(runner, deadline_s=90, on_tick=tick)
     finally:

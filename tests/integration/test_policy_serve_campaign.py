@@ -74,7 +74,7 @@ def test_a_campaign_on_sim_arms_runs_a_policy_served_over_openpi(sqlite_store,
             cid = create_campaign(s, name="served", loaded=load_protocol(FAST_PROTOCOL),
                                   policy_names=["remote-random"], trials_per_task=1, seed=1).id
         with SimFleet(2, image_size=IMAGE) as fleet:
-            runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))
+            runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))
             with started(runner):
                 run_to_done(runner, deadline_s=150)
         stats = server.stats

@@ -178,7 +178,7 @@ def test_a_server_killed_mid_episode_aborts_and_requeues_exactly_that_episode(
     with serve(tmp_path, port, seed=3, log=first) as proc:
         cid = _campaign(store, port)
         with SimFleet(1, image_size=IMAGE) as fleet:
-            runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))
+            runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))
 
             def tick(r: FleetRunner) -> None:
                 if "killed" in state:
@@ -228,7 +228,7 @@ def test_a_server_swapped_for_another_policy_never_counts_under_the_registered_o
     with serve(tmp_path, port, seed=3, log=first) as proc:
         cid = _campaign(store, port)
         with SimFleet(1, image_size=IMAGE) as fleet:
-            runner = FleetRunner(store, fast_fleet(fleet), media_dir=str(media))
+            runner = FleetRunner(store, fast_fleet(fleet, timeout_ms=3000), media_dir=str(media))
 
             def tick(r: FleetRunner) -> None:
                 if "swapped" in state:
