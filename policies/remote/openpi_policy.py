@@ -202,8 +202,8 @@ class OpenpiPolicy(Policy):
         now = json_safe(meta)
         if now != self.server_metadata:
             c.close()
-            changed = sorted({*now, *self.server_metadata} - {
-                k for k in now if now.get(k) == self.server_metadata.get(k)})
+            changed = sorted(k for k in {*now, *self.server_metadata}
+                             if now.get(k) != self.server_metadata.get(k))
             raise PolicyChanged(
                 f"policy {self.name!r}: the server at {self.options.url} now serves another "
                 f"policy (its metadata changed: {', '.join(changed)[:200]}); episodes never "
