@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from orchestrator.store.states import (
     CampaignStatus,
     EpisodeStatus,
+    QuestionKind,
+    QuestionState,
     RobotStatus,
     TrialStatus,
     check_values,
@@ -127,6 +129,10 @@ class Campaign(Base):
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow, onupdate=utcnow)
+    # migration 0012: the share of auto-labelled episodes humans audit (a random sample with
+    # this known inclusion probability in every policy x category stratum); NULL: no audit
+    # sampling, humans label every episode as before. Fixed at creation.
+    audit_rate: Mapped[float | None] = mapped_column(Float)
 
 
 class CampaignPolicy(Base):
@@ -242,13 +248,72 @@ class Step(Base):
     chunk_age_ms: Mapped[float] = mapped_column(Float, server_default=text("0"))
 
 
+#: labels.source (migration 0012): an `auto` label always names its detector's checksum
+LABEL_SOURCE_CHECK = ("source IN ('human','sim') OR "
+                      "(source = 'auto' AND detector_checksum IS NOT NULL)")
+
+
+class Detector(Base):
+    """A registered success detector (migration 0012): like a policy, immutable once
+    registered; its checksum covers kind + config (+ weights), and every auto label keeps it."""
+
+    __tablename__ = "detectors"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(50), default="1")
+    kind: Mapped[str] = mapped_column(String(50))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checksum: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class CampaignQuestion(Base):
+    """A question a campaign declared at creation (migration 0012; protocols.sequential): the
+    declaration is fixed; state .. updated_at are the anytime-valid test's current standing,
+    rewritten by the orchestrator as outcomes resolve. A decision is sticky."""
+
+    __tablename__ = "campaign_questions"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "position"),
+        CheckConstraint(check_values(QuestionState, "state"), name="state"),
+        CheckConstraint(check_values(QuestionKind, "kind"), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))  # QuestionKind
+    policy_a_id: Mapped[int] = mapped_column(ForeignKey("campaign_policies.id"))
+    policy_b_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_policies.id"))
+    category: Mapped[str | None] = mapped_column(String(50))  # NULL: every task of the campaign
+    threshold: Mapped[float | None] = mapped_column(Float)  # threshold questions only
+    alpha: Mapped[float] = mapped_column(Float)
+    power: Mapped[float] = mapped_column(Float)
+    min_effect: Mapped[float] = mapped_column(Float)
+    cap: Mapped[int] = mapped_column(Integer)  # trials (pair: blocks) at most
+    two_sided: Mapped[bool] = mapped_column(Boolean)
+    discordance: Mapped[float] = mapped_column(Float)
+    fixed_n: Mapped[int] = mapped_column(Integer)  # the fixed design's n at the same errors
+    # the test's standing
+    state: Mapped[str] = mapped_column(String(20), default=QuestionState.RUNNING)
+    outcomes: Mapped[int] = mapped_column(Integer, default=0)  # resolved outcomes used
+    late: Mapped[int] = mapped_column(Integer, default=0)  # resolved after the decision
+    e_value: Mapped[float] = mapped_column(Float, default=1.0)  # the deciding e-process's
+    decided_after: Mapped[int | None] = mapped_column(Integer)  # outcomes at the decision
+    decided_at: Mapped[datetime | None] = mapped_column(TS)
+    trials_saved: Mapped[int] = mapped_column(Integer, default=0)  # trials not leased for it
+    updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
 class Label(Base):
     """An outcome label: from a human evaluator or from the simulator. Many per episode."""
 
     __tablename__ = "labels"
     __table_args__ = (
         UniqueConstraint("episode_id", "source", "evaluator"),
-        CheckConstraint("source IN ('human','sim')", name="source"),
+        CheckConstraint(LABEL_SOURCE_CHECK, name="source"),
         CheckConstraint("progress IS NULL OR (progress >= 0 AND progress <= 1)", name="progress"),
         Index("ix_labels_episode_id", "episode_id"),
     )
@@ -263,6 +328,10 @@ class Label(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency
+    # migration 0012: an `auto` label's detector (evaluator = the detector's name) and the
+    # checksum of the detector that produced it; NULL for human and sim labels
+    detector_id: Mapped[int | None] = mapped_column(Integer)  # detectors.id (no declared FK)
+    detector_checksum: Mapped[str | None] = mapped_column(String(80))
 
     # orchestrator.store.labels sets each new version itself (it continues the label's history in
     # label_versions, also after a retraction); SQLAlchemy still checks the old one on UPDATE.

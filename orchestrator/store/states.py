@@ -27,6 +27,9 @@ class TrialStatus(StrEnum):
     DONE = "done"
     GIVEN_UP = "given_up"  # its attempt budget was used up
     CANCELLED = "cancelled"  # a person cancelled the campaign
+    # its campaign's declared questions were decided before it ran (protocols.sequential):
+    # never leased, not counted against the campaign (migration 0012)
+    NOT_NEEDED = "not_needed"
 
 
 class EpisodeStatus(StrEnum):
@@ -57,6 +60,25 @@ class TerminationReason(StrEnum):
 class LabelSource(StrEnum):
     HUMAN = "human"
     SIM = "sim"
+    AUTO = "auto"  # a success detector (labels.detector_id, detector_checksum; migration 0012)
+
+
+class QuestionState(StrEnum):
+    """campaign_questions.state: where a declared sequential question stands (the values of
+    protocols.sequential.Decision)."""
+
+    RUNNING = "running"
+    A_BETTER = "a_better"  # threshold questions: the policy is above the threshold
+    B_BETTER = "b_better"  # threshold questions: the policy is below the threshold
+    NO_DIFFERENCE = "no_difference"
+    CAP_REACHED = "cap_reached"
+
+
+class QuestionKind(StrEnum):
+    """campaign_questions.kind (protocols.sequential.QuestionKind)."""
+
+    PAIR = "pair"
+    THRESHOLD = "threshold"
 
 
 class EventKind(StrEnum):
@@ -96,6 +118,11 @@ class EventKind(StrEnum):
     POLICY_REPLACED = "policy_replaced"
     LABEL_SAVED = "label_saved"
     LABEL_UNDONE = "label_undone"
+    # sequential questions, success detectors (issue 13)
+    QUESTION_DECIDED = "question_decided"  # payload: question id, state, e-value, outcomes
+    TRIALS_NOT_NEEDED = "trials_not_needed"  # payload: trial ids no longer leased
+    DETECTOR_REGISTERED = "detector_registered"
+    AUTO_LABELS_SAVED = "auto_labels_saved"  # payload: detector, episode count
 
     @classmethod
     def campaign(cls, status: CampaignStatus) -> EventKind:
@@ -106,6 +133,6 @@ class EventKind(StrEnum):
         return cls(f"robot_{status.value}")
 
 
-def check_values(enum: type[StrEnum]) -> str:
+def check_values(enum: type[StrEnum], column: str = "status") -> str:
     """The SQL CHECK body that admits exactly the enum's values: `status IN ('a','b')`."""
-    return "status IN (" + ",".join(f"'{m.value}'" for m in enum) + ")"
+    return f"{column} IN (" + ",".join(f"'{m.value}'" for m in enum) + ")"

@@ -16,6 +16,8 @@ from orchestrator.store.states import (
     CampaignStatus,
     EpisodeStatus,
     EventKind,
+    QuestionKind,
+    QuestionState,
     RobotStatus,
     TerminationReason,
     TrialStatus,
@@ -44,10 +46,14 @@ def test_enum_members_are_what_the_check_constraint_admits(model, enum) -> None:
 
 
 def test_the_latest_migration_chain_admits_the_same_statuses() -> None:
-    """The CHECKs the migrations write (0001, widened by 0007) equal the enums."""
+    """The CHECKs the migrations write (0001, widened by 0007 and 0012) equal the enums."""
     text = (REPO / "migrations" / "versions" / "0007_campaign_lifecycle.py").read_text()
-    assert f'NEW_TRIAL = "{check_values(TrialStatus)}"' in text
     assert f'NEW_CAMPAIGN = "{check_values(CampaignStatus)}"' in text
+    text = (REPO / "migrations" / "versions" / "0012_questions_detectors_audit.py").read_text()
+    assert f'NEW_TRIAL = "{check_values(TrialStatus)}"' in text
+    assert f'QUESTION_STATE = "{check_values(QuestionState, "state")}"' in text
+    assert f'QUESTION_KIND = "{check_values(QuestionKind, "kind")}"' in text
+    assert f'NEW_SOURCE = "{models.LABEL_SOURCE_CHECK}"' in text
 
 
 def test_event_kinds_for_every_status_change_exist() -> None:
