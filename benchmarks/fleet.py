@@ -79,7 +79,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 import ray
 
 from orchestrator.actors.policy import PolicyWorker
-from orchestrator.actors.robot import RobotActor, station_resource
+from orchestrator.actors.hosts import HostPool
+from orchestrator.actors.robot import station_resource
 from orchestrator.cli_fleet import init_ray
 from orchestrator.simfleet import SimFleet
 
@@ -161,7 +162,7 @@ class ProcCpu:
         if pid == os.getpid():
             return "driver"
         for key, role in (("robots.cli", "bridges"), ("raylet", "raylet"), ("gcs_server", "gcs"),
-                          ("RobotActor", "robot_actors"), ("NaiveArm", "robot_actors"),
+                          ("RobotHost", "robot_actors"), ("NaiveArm", "robot_actors"),
                           ("PolicyWorker", "policy_worker"), ("NaiveWorker", "policy_worker")):
             if key in cmd:
                 return role
@@ -338,7 +339,7 @@ def summarize_arm(timing: dict[str, list[float]], walls: list[int], hz: float) -
 def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode: str,
                    media_dir: str, phases: str = "spread",
                    batch_wait_ms: float = 2.0, policy: dict[str, Any] | None = None,
-                   idle_s: float = 0.0) -> dict[str, Any]:
+                   idle_s: float = 0.0, arms_per_process: int = 1) -> dict[str, Any]:
     """One scenario; `policy`: the PolicyWorker's config (evalfleet modes; default `random`,
     a single-step policy: one query per step). `idle_s` > 0: also measure, after the warm-up,
     the CPU the same processes use while no episode runs (Ray's own per-process baseline)."""
@@ -366,8 +367,9 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             policy, 32, batch_wait_ms)
         # as the runner does: the policy's chunking from its metadata (None: one query per step)
         chunking = Chunking.from_dict(ray.get(worker.metadata.remote()).get("chunking"))
-        arms = [RobotActor.options(resources={station_resource("default"): 0.001}).remote(
-            arm_config(fleet, nm), media_dir) for nm in names]
+        # as the runner places them: `arms_per_process` arms of the station per RobotHost
+        hosts = HostPool(media_dir, arms_per_process)
+        arms = [hosts.handle(arm_config(fleet, nm), "default") for nm in names]
         ray.get([a.hello.remote() for a in arms])
 
         def episode(eid0: int, k: int) -> list[Any]:
@@ -404,8 +406,11 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             walls = [s.command_wall_ns for s in o.steps]
             results.append(summarize_arm({k: list(v) for k, v in o.timing.items()}, walls, hz))
             chunks_per_arm.append(len({s.chunk_id for s in o.steps}))
-    for a in arms:
-        ray.kill(a)
+    if mode == "naive":
+        for a in arms:
+            ray.kill(a)
+    else:
+        hosts.kill_all()
     ray.kill(worker)
     overhead = np.concatenate([r["overhead"] for r in results])
     total_steps = sum(r["steps"] for r in results)
@@ -416,6 +421,7 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
     out = {
         "batch_wait_ms": batch_wait_ms if mode != "naive" else None,
         "mode": mode, "phases": phases if mode != "naive" else "aligned", "arms": n_arms, "target_hz": hz, "seconds": seconds,
+        "arms_per_process": arms_per_process if mode != "naive" else 1,
         "steps": total_steps,
         "achieved_hz_min": min(r["achieved_hz"] for r in results),
         "achieved_hz_mean": round(statistics.mean(r["achieved_hz"] for r in results), 3),
@@ -486,19 +492,24 @@ def chunked_policy(horizon: int, execute: int, inference_ms: float, hz: float) -
 
 def chunked_comparison(fleet: SimFleet, n_arms: int, hz: float, seconds: float, media_dir: str,
                        repeat: int, horizon: int, execute: int, inference_ms: float,
-                       batch_wait_ms: float, phases: str = "spread") -> dict[str, Any]:
+                       batch_wait_ms: float, phases: str = "spread",
+                       arms_per_process: int = 4) -> dict[str, Any]:
     """Issue 10's case: N arms at `hz` running the `chunked` test policy (H x 7 ee_delta
     chunks, `execute` rows open-loop, the next chunk queried in the background), recording on,
-    arms spread; and, in the same run and on the same arms, the path every step took before
-    action chunks: a single-step policy (`random`: one policy query per step). Repeats
-    alternate the two, so both see the same machine."""
-    cases = {"single_step": RANDOM,
-             "chunked": chunked_policy(horizon, execute, inference_ms, hz)}
+    arms spread, `arms_per_process` arms per RobotHost process (the fleet's default); and, in
+    the same run and on the same arms, the path every step took before this issue: a
+    single-step policy (`random`: one policy query per step), one process per arm; and the
+    chunked policy with one process per arm (what the hosts alone save). Repeats cycle through
+    the cases, so all see the same machine."""
+    chunked = chunked_policy(horizon, execute, inference_ms, hz)
+    cases = {"single_step": (RANDOM, 1), "chunked_process_per_arm": (chunked, 1),
+             "chunked": (chunked, arms_per_process)}
     rows: list[dict[str, Any]] = []
     for rep in range(repeat):
-        for case, pol in cases.items():
+        for case, (pol, per_process) in cases.items():
             r = fleet_scenario(fleet, n_arms, hz, seconds, "record", media_dir, phases,
-                               batch_wait_ms, policy=pol, idle_s=3.0)
+                               batch_wait_ms, policy=pol, idle_s=3.0,
+                               arms_per_process=per_process)
             r["case"], r["repeat"] = case, rep
             print(f"[{case}] ", end="")
             print_row(r)
@@ -539,6 +550,7 @@ def chunked_comparison(fleet: SimFleet, n_arms: int, hz: float, seconds: float, 
         }
 
     before, after = worst("single_step"), worst("chunked")
+    per_arm_process = worst("chunked_process_per_arm")
     cpu_b = statistics.mean(r["cpu_orchestrator_ms_per_step"] for r in rows
                             if r["case"] == "single_step")
     cpu_a = statistics.mean(r["cpu_orchestrator_ms_per_step"] for r in rows
@@ -547,7 +559,9 @@ def chunked_comparison(fleet: SimFleet, n_arms: int, hz: float, seconds: float, 
         "arms": n_arms, "target_hz": hz, "seconds": seconds, "phases": phases,
         "horizon": horizon, "execute_steps": execute, "inference_ms": inference_ms,
         "recording": True,
+        "arms_per_process": arms_per_process,
         "before_single_step": before, "after_chunked": after,
+        "chunked_one_process_per_arm": per_arm_process,
         "cpu_orchestrator_ms_per_arm_step_mean": {"before": round(cpu_b, 3),
                                                   "after": round(cpu_a, 3),
                                                   "ratio": round(cpu_a / cpu_b, 3) if cpu_b else None},
@@ -832,6 +846,8 @@ def main() -> None:
                     help="chunked: rows executed before the next chunk takes over")
     ap.add_argument("--chunk-inference-ms", type=float, default=0.0,
                     help="chunked: the test policy's simulated model time per batch")
+    ap.add_argument("--arms-per-process", type=int, default=4,
+                    help="chunked: arms per RobotHost process (fleet.yaml arms_per_process)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", default=None,
                     help="default benchmarks/results/fleet.json; fleet_chunked.json with "
@@ -886,7 +902,8 @@ def main() -> None:
                     result["chunked"] = chunked_comparison(
                         fleet, max(arm_counts), args.hz or CHUNKED_HZ, args.seconds, media.name,
                         args.repeat, args.chunk_horizon, args.chunk_execute,
-                        args.chunk_inference_ms, args.batch_wait_ms)
+                        args.chunk_inference_ms, args.batch_wait_ms,
+                        arms_per_process=args.arms_per_process)
                 if "serving" in sections:
                     result["serving"] = serving(16, 5.0, min(args.seconds, 10.0),
                                                 ["ray_actor", "dataplane", "serve"])

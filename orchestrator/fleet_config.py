@@ -131,6 +131,10 @@ class FleetConfig(BaseModel):
     arms: tuple[ArmConfig, ...] = Field(min_length=1)
     policy_workers: PolicyWorkerConfig = PolicyWorkerConfig()
     lease_s: float = Field(default=120.0, gt=0)
+    # how many arms of one station share one RobotHost process (orchestrator/actors/robot.py):
+    # fewer processes cost less CPU; 1 isolates every arm (a host that dies aborts the
+    # episodes of all its arms, re-queued and not counted)
+    arms_per_process: int = Field(default=4, ge=1, le=16)
 
     @field_validator("arms")
     @classmethod

@@ -31,6 +31,7 @@ from typing import Any
 
 import ray
 
+from orchestrator.actors.hosts import HostPool
 from orchestrator.arm_info import PrepareResult
 from orchestrator.episode import EpisodeResult, EpisodeSpec
 from orchestrator.faults import AbortCause, ArmFate, disposition
@@ -94,6 +95,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
         self.margin_s = episode_timeout_margin_s
         self.record = record
         self.arms: dict[str, Arm] = {}
+        self.hosts = HostPool(media_dir, fleet.arms_per_process)
         self.workers: dict[int, list[Any]] = {}
         self.worker_meta: dict[int, dict[str, Any]] = {}
         self.stats = RunStats()
@@ -247,7 +249,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
                 reason = actor_error_reason(arm.cfg.name, job.phase, e)
                 cause = cause_of_actor_error(e, during_reset=job.phase is Phase.PREPARE)
                 if actor_died(e):
-                    arm.actor = None
+                    self._actor_gone(arm)
                 self._abort(arm, reason, cause)
                 continue
             if job.phase is Phase.PREPARE:

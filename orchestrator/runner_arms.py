@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import ray
 
-from orchestrator.actors.robot import RobotActor, station_resource
+from orchestrator.actors.hosts import HostPool
 from orchestrator.arm_info import ArmInfo
 from orchestrator.faults import AbortCause
 from orchestrator.fleet_config import ArmConfig
@@ -101,6 +100,7 @@ class ArmsMixin:
     """Arm leasing, probing and space matching for FleetRunner."""
 
     arms: dict[str, Arm]
+    hosts: HostPool
     holder: str
     lease_s: float
     media_dir: str
@@ -153,16 +153,20 @@ class ArmsMixin:
             self._abort(arm, f"arm {arm.cfg.name} was taken over by another orchestrator",
                         AbortCause.ARM_LEASE_LOST)
         if arm.actor is not None:
-            ray.kill(arm.actor)
+            self.hosts.release(arm.actor)
         arm.actor, arm.probe_ref = None, None
         arm.held, arm.online = False, False
 
     # -- probing ---------------------------------------------------------------------------
     def _new_actor(self, arm: Arm) -> Any:
-        return RobotActor.options(
-            name=f"evalfleet-robot-{arm.cfg.name}-{uuid.uuid4().hex[:4]}",
-            resources={station_resource(arm.cfg.station): 0.001},
-        ).remote(arm.cfg.model_dump(mode="json"), self.media_dir)
+        """The arm's handle on a RobotHost of its station (orchestrator/actors/hosts.py)."""
+        return self.hosts.handle(arm.cfg.model_dump(mode="json"), arm.cfg.station)
+
+    def _actor_gone(self, arm: Arm) -> None:
+        """The arm's host died: forget it (a new one is started at the next probe)."""
+        if arm.actor is not None:
+            self.hosts.forget(arm.actor)
+        arm.actor = None
 
     def _probe(self, arm: Arm) -> None:
         if arm.actor is None:
@@ -224,7 +228,7 @@ class ArmsMixin:
                 log.warning("%s offline: %s", arm.cfg.name, error)
             status, arm.error = RobotStatus.OFFLINE, error
             if actor_died(e):
-                arm.actor = None
+                self._actor_gone(arm)
         arm.probe_ref = None
         self._set_robot(arm, status)
 
@@ -260,7 +264,7 @@ class ArmsMixin:
         except Exception as e:  # noqa: BLE001 - the actor itself failed: check again later
             problem = f"media check on {arm.cfg.name} failed: {e.__class__.__name__}"
             if actor_died(e):
-                arm.actor = None
+                self._actor_gone(arm)
         arm.probe_ref = None
         if isinstance(problem, ArmInfo):  # a hello sent before the abort: check media now
             arm.next_probe = 0.0

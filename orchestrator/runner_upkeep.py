@@ -178,9 +178,8 @@ class UpkeepMixin:
                     except RunStopped:
                         pass
                 arm.job = None
-            if arm.actor is not None:
-                ray.kill(arm.actor)
-                arm.actor = None
+            arm.actor = None
+        self.hosts.kill_all()
         held = [a.robot_id for a in self.arms.values() if a.held]
         if held and self._stopped is None:
             try:

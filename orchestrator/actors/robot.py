@@ -1,193 +1,92 @@
-"""RobotActor: one per arm, placed by the custom resource of the arm's station so that on a
-cluster it runs on the node beside its arm. Holds the arm's BridgeClient; runs episodes.
+"""RobotHost: the Ray actor that runs the arms of one station, up to `arms_per_process` of them
+in one process (fleet.yaml; orchestrator/actors/hosts.py places arms on hosts).
 
-Threaded (max_concurrency) so that `estop`/`stop_episode`/`status` answer while an episode
-runs. Never touches the store: results go back to the orchestrator, which writes them.
+Each arm is an ArmRuntime (orchestrator/actors/arm_runtime.py) keyed by its name. A host is
+placed by the custom resource of its station, so on a cluster it runs on the node beside its
+arms. Threaded (max_concurrency): each arm's episode runs on a thread of its own, and
+`estop` / `stop_episode` / `hello` answer while episodes run.
+
+Why several arms per process: every Ray actor process costs CPU while idle (Ray's core wakes
+its main thread every 10 ms, about 7 ms of CPU per second per process here; BENCHMARKS.md,
+"Action chunks"), more than an arm's episode loop costs at 15 Hz. The price is shared fate: a
+host that dies or is killed aborts the episodes of all its arms (each is re-queued, not
+counted, with cause `robot_actor`), so `arms_per_process: 1` restores one process per arm.
+
+Every call names its arm by its config (a plain dict, as fleet.yaml spells it): the host
+builds the arm's runtime on first use, whatever call comes first (a threaded actor does not
+run calls in the order they were sent).
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from orchestrator.actors.arm_runtime import ArmRuntime
 from orchestrator.arm_info import ArmInfo, PrepareResult
-from orchestrator.episode import EpisodeResult, EpisodeSpec, EpisodeStop, PolicyReply, run_episode
-from orchestrator.faults import AbortCause
-from orchestrator.store.states import EpisodeStatus
-from policies.base import PolicyInput
+from orchestrator.episode import EpisodeResult, EpisodeSpec
 from robots.types import SceneSpec
+
+#: threads per arm: an episode (or a reset) plus a stop, an e-stop and a probe
+CALLS_PER_ARM = 4
+MAX_ARMS_PER_PROCESS = 16
 
 
 def station_resource(station: str) -> str:
     return f"station:{station}"
 
 
-@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)
-class RobotActor:
-    def __init__(self, arm: dict[str, Any], media_dir: str) -> None:
-        self.arm = arm
-        self.name = arm["name"]
+@ray.remote(num_cpus=0, max_concurrency=CALLS_PER_ARM * MAX_ARMS_PER_PROCESS, max_restarts=0)
+class RobotHost:
+    def __init__(self, media_dir: str) -> None:
         self.media_dir = Path(media_dir)
-        self._client = None
+        self._arms: dict[str, ArmRuntime] = {}
         self._lock = threading.Lock()
-        self._stop = EpisodeStop()
-        self._policy = None  # dataplane.PolicyClient, kept across episodes
 
-    # -- connection ------------------------------------------------------------------------
-    def _new_client(self, timeout_ms: int, purpose: str):  # type: ignore[no-untyped-def]
-        from robots.client import BridgeClient, CurveClientKeys
-
-        curve = self.arm.get("curve")
-        keys = (
-            CurveClientKeys(Path(curve["client_secret"]), Path(curve["server_public"]))
-            if curve
-            else None
-        )
-        return BridgeClient(
-            self.arm["endpoint"], timeout_ms=timeout_ms, curve=keys, name=f"evalfleet-{purpose}"
-        )
-
-    def _connect(self):  # type: ignore[no-untyped-def]
-        if self._client is None:
-            self._client = self._new_client(int(self.arm.get("timeout_ms", 2000)), self.name)
-        return self._client
-
-    def _drop_client(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            finally:
-                self._client = None
-
-    def hello(self) -> ArmInfo:
-        """Connect (or reconnect) and return the arm's capabilities; raises on failure."""
+    def _arm(self, arm: dict[str, Any]) -> ArmRuntime:
         with self._lock:
-            try:
-                client = self._connect()
-                info = client.hello()
-            except Exception:
-                self._drop_client()
-                raise
-            summary = client.last_summary  # the bridge's safety state with this reply
-        caps = info.capabilities
-        return ArmInfo(
-            estopped=bool(summary is not None and summary.estopped),
-            session_id=info.session_id,
-            driver=caps.driver,
-            spaces=caps.spaces(),
-            tags=tuple(caps.tags),
-            needs_operator_reset=caps.needs_operator_reset,
-            privileged_state=caps.privileged_state,
-            version=info.version,
-            pub_endpoint=info.stream_endpoint,
-            node_id=ray.get_runtime_context().get_node_id(),
-        )
+            rt = self._arms.get(arm["name"])
+            if rt is None:
+                if len(self._arms) >= MAX_ARMS_PER_PROCESS:
+                    raise RuntimeError(f"robot host is full ({MAX_ARMS_PER_PROCESS} arms): "
+                                       f"cannot take arm {arm['name']}")
+                rt = self._arms[arm["name"]] = ArmRuntime(arm, str(self.media_dir))
+            return rt
 
-    # -- episodes --------------------------------------------------------------------------
-    def prepare(self, scene: SceneSpec, episode_key: str) -> PrepareResult:
-        """Reset the scene. Real arms answer ready=False with instructions for an operator.
-        A refusal of the arm raises robots.client.BridgeCommandError, which crosses Ray with
-        its code and message (the runner stores both in the abort reason)."""
+    def hello(self, arm: dict[str, Any]) -> ArmInfo:
+        return self._arm(arm).hello()
+
+    def prepare(self, arm: dict[str, Any], scene: SceneSpec, episode_key: str) -> PrepareResult:
+        return self._arm(arm).prepare(scene, episode_key)
+
+    def run_episode(self, arm: dict[str, Any], es: EpisodeSpec, worker: Any) -> EpisodeResult:
+        return self._arm(arm).run_episode(es, worker)
+
+    def media_problem(self, arm: dict[str, Any], folder: str) -> str | None:
+        return self._arm(arm).media_problem(folder)
+
+    def stop_episode(self, arm: dict[str, Any]) -> None:
         with self._lock:
-            client = self._connect()
-            try:
-                res = client.reset(scene, episode_key)
-            except Exception:
-                self._drop_client()
-                raise
-        return PrepareResult(ready=bool(res.ready), instructions=res.instructions or "")
+            rt = self._arms.get(arm["name"])
+        if rt is not None:  # nothing runs on an arm the host never saw
+            rt.stop_episode()
 
-    def _policy_client(self, worker: Any, plane: dict[str, str], timeout_s: float):  # type: ignore[no-untyped-def]
-        """The data-plane connection to a worker, kept across episodes while it is the same
-        worker instance at the same endpoint."""
-        from orchestrator.actors.dataplane import PolicyClient
+    def estop(self, arm: dict[str, Any], reason: str = "operator") -> bool:
+        return self._arm(arm).estop(reason)
 
-        c = self._policy
-        if c is not None and (c.endpoint, c.instance) == (plane["endpoint"], plane["instance"]):
-            c.timeout_s = timeout_s
-        else:
-            if c is not None:
-                c.close()
-            c = self._policy = PolicyClient(plane["endpoint"], plane["instance"],
-                                            timeout_s=timeout_s)
-        c.alive = lambda: ray.get(worker.ping.remote(), timeout=5)
-        return c
+    def detach(self, arm: dict[str, Any]) -> int:
+        """Stop the arm's episode, close its sockets and forget it; the arms left here."""
+        with self._lock:
+            rt = self._arms.pop(arm["name"], None)
+            left = len(self._arms)
+        if rt is not None:
+            rt.stop_episode()
+            rt.close()
+        return left
 
-    def run_episode(self, es: EpisodeSpec, worker: Any) -> EpisodeResult:
-        """Run one episode against a PolicyWorker handle."""
-        self._stop.clear()
-        policy_timeout = max(5.0, 20.0 / es.control_hz)
-        try:
-            plane = ray.get(worker.reset.remote(self.name, es.instruction), timeout=policy_timeout)
-            policy = self._policy_client(worker, plane, policy_timeout)
-        except Exception as e:  # noqa: BLE001 - reported as an aborted episode
-            from ray.exceptions import RayTaskError
-
-            # the policy's own reset raised: its fault; the worker dead or silent: not
-            fault = AbortCause.POLICY if isinstance(e, RayTaskError) else AbortCause.WORKER
-            return EpisodeResult(
-                status=EpisodeStatus.ABORTED,
-                reason=f"policy worker unavailable for arm {self.name}: "
-                f"{e.__class__.__name__}: {e}"[:500],
-                fault=fault.value,
-            )
-
-        def call_policy(inp: PolicyInput) -> PolicyReply:
-            t0 = time.perf_counter()
-            reply = policy.act(inp)
-            out = reply.output
-            tokens = None
-            if out.tokens is not None:
-                tokens = " ".join(str(t) for t in out.tokens)
-            return PolicyReply(
-                action=out.action,
-                tokens=tokens,
-                plan=out.plan,
-                inference_s=reply.inference_s,
-                call_s=time.perf_counter() - t0,
-                hold_reason=out.hold_reason,
-                chunk=out.chunk,
-            )
-
-        try:
-            with self._lock:
-                client = self._connect()
-                result = run_episode(
-                    client, call_policy, es, arm=self.name, media_dir=self.media_dir,
-                    stop=self._stop,
-                )
-                if result.status == EpisodeStatus.ABORTED:
-                    self._drop_client()  # a fresh socket next time, never a wedged one
-        finally:
-            policy.end(self.name)
-        return replace(result, worker_instance=plane["instance"])  # which worker answered
-
-    def media_problem(self, folder: str) -> str | None:
-        """Whether this node can write media under `folder` (relative to the media dir)
-        again: None, or the one-line error naming the path."""
-        from orchestrator.recording import media_problem
-
-        return media_problem(self.media_dir / folder)
-
-    def stop_episode(self) -> None:
-        """The runner stops the episode; it aborts the episode on its side (the result's
-        cause is only a fallback)."""
-        self._stop.set(AbortCause.SHUTDOWN, "episode stopped by the orchestrator")
-
-    def estop(self, reason: str = "operator") -> bool:
-        """E-stop through a separate socket, so it never waits behind a running step."""
-        self._stop.set(AbortCause.ESTOP, f"e-stopped ({reason})")
-        with self._new_client(500, f"{self.name}-estop") as c:
-            c.estop(reason)
-        return True
-
-    def close(self) -> None:
-        self._drop_client()
-        if self._policy is not None:
-            self._policy.close()
-            self._policy = None
+    def arms(self) -> list[str]:
+        with self._lock:
+            return sorted(self._arms)

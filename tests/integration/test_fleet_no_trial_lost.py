@@ -146,7 +146,7 @@ def test_two_orchestrators_on_one_campaign_count_every_trial_once(db_url: str,
                 # A dies: its actors go, nothing is written, its leases stay until they expire
                 a_in_flight = sorted(x.job.episode_id for x in a.arms.values() if x.job)
                 for x in a.arms.values():
-                    ray.kill(x.actor)
+                    ray.kill(x.actor.host)  # its RobotHost (shared by its arms)
                 for pool in a.workers.values():
                     for w in pool:
                         ray.kill(w)
