@@ -78,8 +78,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 import ray
 
-from orchestrator.actors.policy import PolicyWorker
 from orchestrator.actors.hosts import HostPool
+from orchestrator.actors.policy import PolicyWorker
 from orchestrator.actors.robot import station_resource
 from orchestrator.cli_fleet import init_ray
 from orchestrator.simfleet import SimFleet
@@ -386,7 +386,9 @@ def fleet_scenario(fleet: SimFleet, n_arms: int, hz: float, seconds: float, mode
             for o in outs:
                 if o.status != "recorded":
                     raise RuntimeError(f"episode aborted: {o.reason}")
-                if len(o.steps) != k:
+                # a random policy now and then succeeds by chance (the sim ends the episode):
+                # its steps still count (figures are per step); anything else is an error
+                if len(o.steps) != k and (o.terminated_by != "success" or len(o.steps) < k // 2):
                     raise RuntimeError(f"episode ended after {len(o.steps)} of {k} steps "
                                        f"({o.terminated_by}): the figures would be short")
             return outs

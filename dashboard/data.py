@@ -13,7 +13,8 @@ import streamlit as st
 from dashboard.visibility import Action, Viewer, check
 from orchestrator.config import get_settings
 from orchestrator.reporting import ReportFilters, build_report_for_ids
-from orchestrator.store import browse, queries
+from orchestrator.store import audit, browse, queries
+from orchestrator.store.audit import AuditProgress
 from orchestrator.store.campaigns import (
     create_campaign as _create_campaign,
 )
@@ -27,6 +28,7 @@ from orchestrator.store.labels import save_label as _save_label
 from orchestrator.store.labels import undo_last_label as _undo_last_label
 from orchestrator.store.lifecycle import RequeueResult, TrialTally, requeue_trials, trial_tallies
 from protocols.report import Report
+from protocols.report_ppi import PpiReport
 
 SHORT_TTL = 3  # queues, fleet, prompts: several people work at once
 REPORT_TTL = 60
@@ -203,6 +205,40 @@ def label_queue(evaluator: str, ids: tuple[int, ...] = (), max_labels: int | Non
     return _label_queue(database_url(), evaluator, ids, max_labels)
 
 
+@st.cache_data(ttl=SHORT_TTL, show_spinner=False)
+def _audit_progress(url: str, ids: tuple[int, ...]) -> list[AuditProgress]:
+    with _store_for(url).read() as s:
+        return audit.audit_progress(s, ids or None)
+
+
+def audit_progress(ids: tuple[int, ...] = ()) -> list[AuditProgress]:
+    """Per campaign with an audit rate: its sample and how much of it humans labelled."""
+    return _audit_progress(database_url(), ids)
+
+
+@st.cache_data(ttl=REPORT_TTL, show_spinner=False)
+def _detectors(url: str, ids: tuple[int, ...]) -> list[str]:
+    with _store_for(url).read() as s:
+        return audit.detectors_with_labels(s, ids)
+
+
+def detectors(ids: tuple[int, ...]) -> list[str]:
+    """Detectors with auto labels on these campaigns (the Results page's PPI selector)."""
+    return _detectors(database_url(), ids)
+
+
+@st.cache_data(ttl=REPORT_TTL, show_spinner=False)
+def _ppi_report(url: str, ids: tuple[int, ...], detector: str, blind: bool) -> PpiReport:
+    with _store_for(url).read() as s:
+        return audit.build_ppi(s, list(ids), detector, blind=blind)
+
+
+def ppi_report(ids: tuple[int, ...], detector: str, blind: bool) -> PpiReport:
+    """The PPI section (orchestrator.store.audit.build_ppi, as `report --detector`);
+    ValueError / CampaignError with a one-line reason."""
+    return _ppi_report(database_url(), ids, detector, blind)
+
+
 def blind_episode(episode_id: int, evaluator: str) -> browse.BlindEpisode:
     with store().read() as s:  # never cached: the label version must be fresh
         return browse.blind_episode(s, episode_id, evaluator=evaluator)
@@ -241,7 +277,7 @@ def disagreements(ids: tuple[int, ...] = ()) -> list[browse.Disagreement]:
 def _label_changed() -> None:
     # The queue must drop the episode now; agreement lists may lag by their short ttl (their
     # 100k-episode recount would otherwise follow every single save).
-    for fn in (_label_queue, _report, _human_vs_sim):
+    for fn in (_label_queue, _report, _human_vs_sim, _audit_progress, _ppi_report):
         fn.clear()
 
 

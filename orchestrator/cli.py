@@ -21,6 +21,7 @@ from rich.console import Console
 
 from orchestrator.cli_campaign import campaign_app, report_command
 from orchestrator.cli_common import fail, open_store
+from orchestrator.cli_detect import detect_command, detector_app
 from orchestrator.cli_export import export_command
 from orchestrator.cli_policy import policy_app
 
@@ -39,8 +40,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(policy_app, name="policy")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(detector_app, name="detector")
 app.command("report")(report_command)
 app.command("export")(export_command)
+app.command("detect")(detect_command)
 
 console = Console()
 

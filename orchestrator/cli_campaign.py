@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli_common import fail, open_store
+from orchestrator.cli_questions import (
+    QUESTION_HELP,
+    add_questions_json,
+    print_questions,
+    question_lines_of,
+)
 from orchestrator.store.states import CampaignStatus, TrialStatus
+
+if TYPE_CHECKING:
+    from orchestrator.store.db import Store
+    from protocols.report_ppi import PpiReport
 
 campaign_app = typer.Typer(
     help="Create, inspect and steer evaluation campaigns (all through the store).",
@@ -35,6 +45,11 @@ def campaign_create(
              "spaces; the store's last known ones for an arm that does not answer or whose "
              "hello is refused, said in one line per arm; the campaign is created either way "
              "and `campaign run` matches again before leasing a trial).")] = None,
+    audit_rate: Annotated[float | None, typer.Option(
+        help="Humans label only a random audit of this share of the episodes (0 < r <= 1, "
+             "same rate in every policy x category; fixed after creation): with a success "
+             "detector, `report --detector` combines both (docs/statistics.md).")] = None,
+    question: Annotated[list[str] | None, typer.Option(help=QUESTION_HELP)] = None,
 ) -> None:
     """Plan a campaign (paired, interleaved, blind) and queue its trials in the store.
 
@@ -48,10 +63,12 @@ def campaign_create(
     campaign on its account."""
     from orchestrator.store.campaigns import CampaignError, create_campaign
     from protocols.loader import ProtocolError, load_protocol, resolve_protocol_path
+    from protocols.questions import SpecError, parse_spec
 
     try:
         loaded = load_protocol(resolve_protocol_path(protocol))
-    except ProtocolError as e:
+        specs = [parse_spec(q) for q in question or ()]
+    except (ProtocolError, SpecError) as e:
         fail(str(e))
     name = name or f"{loaded.protocol.name}-{secrets.token_hex(3)}"
     store = open_store()
@@ -69,6 +86,8 @@ def campaign_create(
                     seed=seed,
                     priority=priority,
                     created_by=by,
+                    audit_rate=audit_rate,
+                    questions=specs,
                 )
                 cid = c.id
         except (CampaignError, ValueError) as e:
@@ -157,6 +176,7 @@ def _refuse_unmatched(s, policy_names: list[str], arms: dict[str, Any]) -> None:
 
 def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.store import lifecycle as lc
+    from orchestrator.store.audit import audit_progress
     from orchestrator.store.queries import list_campaigns, progress_by_category
 
     with store.read() as s:
@@ -164,6 +184,7 @@ def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-
         progress = progress_by_category(s, campaign_id)
         state = lc.campaign_state(s, campaign_id)
         by_policy = lc.status_counts_by_policy(s, campaign_id)
+        audit = audit_progress(s, [campaign_id])  # [] without an audit rate
     console.print(
         f"[bold]{c.name}[/bold] (#{c.id}) {lc.progress_text(c.status, state.tally)}, priority "
         f"{c.priority}: protocol {c.protocol} v{c.protocol_version}, seed {c.seed}, "
@@ -172,6 +193,8 @@ def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-
     console.print(
         "policies: " + ", ".join(f"{p} [{code}]" for p, code in zip(c.policies, c.blind_codes))
     )
+    for a in audit:
+        console.print(f"{a.text} (humans label only this random sample)", highlight=False)
     table = Table(title="trials per category")
     for col in ("category", "difficulty", "done", "planned"):
         table.add_column(col)
@@ -180,6 +203,7 @@ def print_campaign(store, campaign_id: int) -> None:  # type: ignore[no-untyped-
     table.add_row("[bold]all[/bold]", "", str(c.done), str(c.trials - c.cancelled))
     console.print(table)
     _print_trial_statuses(state, by_policy)
+    print_questions(console, question_lines_of(store, [campaign_id]), "table", blind=False)
 
 
 def _print_trial_statuses(state, by_policy) -> None:  # type: ignore[no-untyped-def]
@@ -348,6 +372,10 @@ def report_command(
     )] = "mcnemar",
     blind: Annotated[bool, typer.Option(
         "--blind", help="Show each campaign's blind codes instead of policy names.")] = False,
+    detector: Annotated[str | None, typer.Option(
+        help="Add this success detector's section: human-only, auto-only and "
+             "prediction-powered (PPI) success rates on the campaigns' audit, and its "
+             "agreement with humans (table, markdown, json).")] = None,
 ) -> None:
     """Success per generalization category (RT-2 style) over one or more campaigns: intervals
     clustered by task, every pair of policies compared (Holm-adjusted), Cochran's Q for 3+
@@ -360,10 +388,14 @@ def report_command(
         fail(f"--format {format!r}: one of table, markdown, csv, json")
     if test not in rpt.TEST_NAMES:
         fail(f"--test {test!r}: one of {', '.join(rpt.TEST_NAMES)}")
+    if detector is not None and format == "csv":
+        fail("--detector: its section has no csv form; use --format table, markdown or json")
     store = open_store()
     with store:
         try:
             report = build_campaign_report(store, campaign, test=test, blind=blind)
+            ppi = _ppi_section(store, campaign, detector, blind)
+            questions = question_lines_of(store, campaign)
         except CampaignError as e:
             fail(str(e))
         except ValueError as e:
@@ -377,4 +409,41 @@ def report_command(
     elif format == "csv":
         typer.echo(rpt.render_csv(report), nl=False)
     else:
-        typer.echo(json.dumps(rpt.render_json(report), indent=2))
+        out = rpt.render_json(report)
+        add_questions_json(out, questions, blind)  # the declared questions, if any
+        if ppi is not None:
+            from protocols.report_ppi_render import render_json as ppi_json
+
+            out["ppi"] = ppi_json(ppi)
+        typer.echo(json.dumps(out, indent=2))
+    if ppi is not None and format in ("table", "markdown"):
+        _print_ppi(ppi, format)
+    if format in ("table", "markdown"):
+        print_questions(console, questions, format, blind=blind)
+
+
+def _ppi_section(store: Store, campaigns: list[str], detector: str | None,
+                 blind: bool) -> PpiReport | None:
+    """The --detector section (orchestrator.store.audit.build_ppi), or None without it."""
+    if detector is None:
+        return None
+    from orchestrator.store.audit import build_ppi
+
+    with store.read() as s:
+        return build_ppi(s, campaigns, detector, blind=blind)
+
+
+def _print_ppi(ppi: PpiReport, format: str) -> None:
+    from protocols import report_ppi_render as render
+
+    if format == "markdown":
+        typer.echo(render.render_markdown(ppi))
+        return
+    for table in render.render_tables(ppi):
+        console.print(table)
+    for row in ppi.rows:
+        for note in row.notes:
+            console.print(f"{row.policy} / {row.category}: {note}", highlight=False,
+                          soft_wrap=True, markup=False)
+    for line in render.section_notes(ppi):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -102,8 +102,9 @@ def run_fleet(store, fleet, *, campaign_ids, until_done: bool, address: str | No
                 waiting = "".join(f"\n  {line}" for line in r.waiting.values())
                 # no arm online: each arm's error (its refused hello, its bridge down)
                 waiting += "".join(f"\n  offline {line}" for line in r.offline_lines())
-                progress.update(
+                progress.update(  # trials a decided question left out are no longer due
                     task, completed=s.recorded,
+                    total=None if total is None else max(s.recorded, total - s.not_needed),
                     info=f"arms busy {r.busy_arms()}/{online} online | rate held {held:.1f}% | "
                          f"aborted {s.aborted}\n  {cats}{waiting}",
                 )
@@ -161,8 +162,10 @@ def campaign_run(
                               total=summary.pending + summary.leased,
                               lease_s=lease_s)
         state = _final_state(store, c.id)
-    console.print(f"{stats.recorded} episodes recorded, {stats.aborted} aborted in {dt:.0f} s; "
-                  f"`evalfleet report {summary.name}` for the results")
+    saved = (f", {stats.not_needed} trials not needed (its declared questions were decided)"
+             if stats.not_needed else "")
+    console.print(f"{stats.recorded} episodes recorded, {stats.aborted} aborted in {dt:.0f} s"
+                  f"{saved}; `evalfleet report {summary.name}` for the results")
     if state is not None and state.status == CampaignStatus.INCOMPLETE:
         fail(incomplete_message(state), code=EXIT_INCOMPLETE)
 

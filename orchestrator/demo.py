@@ -3,7 +3,10 @@
 Starts N simulated arms (each its own BridgeServer process), local Ray and the SQLite store
 under $EVALFLEET_HOME, creates a campaign on the shipped RT-2 protocol with the scripted
 oracle, the vision heuristic and the random policy, runs it with a progress bar and prints
-the per-category report.
+the per-category report. Then a success detector (the sim's predicate with a tenth of its
+answers flipped: a detector right about 90% of the time) labels every episode, and the
+campaign's human audit (a 20% random sample, served on the dashboard's Label page) is what
+`evalfleet report NAME --detector sim-90` combines with it (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ console = Console()
 
 DEMO_POLICIES = (("oracle", "oracle"), ("vision-heuristic", "vision_heuristic"),
                  ("random", "random"))
+DEMO_DETECTOR = ("sim-90", {"flip_rate": 0.1, "seed": 0})  # right ~90% of the time
+DEMO_AUDIT_RATE = 0.2
 
 
 def demo_command(
@@ -56,7 +61,8 @@ def demo_command(
                                                   config={"kind": kind, "options": {}}))
                 c = create_campaign(s, name=name, loaded=loaded,
                                     policy_names=[p for p, _ in DEMO_POLICIES],
-                                    trials_per_task=trials, seed=seed, created_by="demo")
+                                    trials_per_task=trials, seed=seed, created_by="demo",
+                                    audit_rate=DEMO_AUDIT_RATE)
                 cid = c.id
         except PolicyChangeRefused as e:  # the store has its own policy under a demo name
             fail(f"demo: {e}")
@@ -71,6 +77,7 @@ def demo_command(
         except SimFleetError as e:
             fail(str(e))
         report = build_report_for_ids(store, [cid], title=name)
+        auto, sampled = _detect(store, cid)
     console.print(render_table(report))
     if report.campaigns:
         console.print(render_accounts_table(report))
@@ -85,3 +92,28 @@ def demo_command(
         f"EVALFLEET_HOME={store.url.removeprefix('sqlite:///').rsplit('/', 1)[0]})\n"
         f"Report again:                  [bold]evalfleet report {name} --format markdown[/bold]"
     )
+    console.print(
+        f"Detector {DEMO_DETECTOR[0]} labelled {auto} episodes; humans audit {sampled} sampled "
+        f"ones ({DEMO_AUDIT_RATE:.0%}, the Label page serves only those), then\n"
+        f"                               [bold]evalfleet report {name} --detector "
+        f"{DEMO_DETECTOR[0]}[/bold]  (PPI beside human-only and auto-only)"
+    )
+
+
+def _detect(store, campaign_id: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Label the demo's episodes with the demo detector; (auto labels, audit sample size)."""
+    from orchestrator.detectors.build import detector_spec
+    from orchestrator.detectors.run import label_campaign
+    from orchestrator.store.audit import audit_progress
+    from orchestrator.store.detectors import DetectorChangeRefused, register_detector
+
+    name, options = DEMO_DETECTOR
+    try:
+        with store.write() as s:
+            register_detector(s, detector_spec(name, "sim", options), actor="demo")
+    except DetectorChangeRefused as e:  # the store has its own detector under this name
+        fail(f"demo: {e}")
+    auto = label_campaign(store, campaign_id, name)
+    with store.read() as s:
+        progress = audit_progress(s, [campaign_id])
+    return auto, sum(p.sampled for p in progress)

@@ -65,6 +65,7 @@ class RunStats:
     steps: int = 0
     late_steps: int = 0
     resets_saved: int = 0
+    not_needed: int = 0  # trials this run marked not needed (decided questions)
     done_by_category: dict[str, int] = field(default_factory=dict)
     first_action_s: float | None = None
 
@@ -154,6 +155,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
         self._collect()
         self._check_operators()
         self._renew_leases()
+        self._check_questions()  # decided questions: their trials are not leased (upkeep)
         self._schedule()
 
     def busy_arms(self) -> int:
@@ -342,6 +344,7 @@ class FleetRunner(ArmsMixin, UpkeepMixin):
             return n
 
         n = self._db(done)
+        self._check_questions(job.trial.campaign_id)
         if self.stats.first_action_s is None and n:
             self.stats.first_action_s = time.monotonic() - self._t0
         self.stats.recorded += 1

@@ -20,6 +20,7 @@ from orchestrator.fleet_config import FleetConfig
 from orchestrator.recording import campaign_dir
 from orchestrator.runner_faults import RunStopped
 from orchestrator.store import fleet as sf
+from orchestrator.store import questions as qs
 from orchestrator.store import queue as q
 from orchestrator.store.arm_leases import release_arms, renew_arm_leases
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.runner_arms import Arm
 
 log = logging.getLogger("evalfleet.runner")
+QUESTIONS_EVERY_S = 2.0  # re-evaluate declared questions for labels given in the dashboard
 
 
 class UpkeepMixin:
@@ -41,6 +43,9 @@ class UpkeepMixin:
     _last_estop_check: float
     _last_renew: float
     _stopped: RunStopped | None
+    campaign_ids: list[int] | None
+    stats: Any  # orchestrator.runner.RunStats
+    _last_questions: float = 0.0
 
     def _db(self, fn: Callable[[Any], Any]) -> Any: ...  # FleetRunner._db
     def _leased_until_now(self) -> None: ...
@@ -85,6 +90,30 @@ class UpkeepMixin:
             except Exception:  # noqa: BLE001 - dead for good: forget the pool, rebuild on demand
                 self.workers.pop(policy_id, None)
                 return
+
+    def _check_questions(self, campaign_id: int | None = None) -> None:
+        """Re-evaluate the declared questions (orchestrator.store.questions) of one campaign
+        right after its episode is written, or of every campaign this runner serves every
+        QUESTIONS_EVERY_S (human labels arrive from the dashboard); only campaigns still
+        running that declared questions are read. A decided question's pending trials become
+        not needed before the next lease. An evaluation that fails is logged, never stops the
+        fleet (the next one retries)."""
+        if campaign_id is None:
+            if time.monotonic() - self._last_questions < QUESTIONS_EVERY_S:
+                return
+            self._last_questions = time.monotonic()
+        ids = [campaign_id] if campaign_id is not None else self.campaign_ids
+        for cid in self._db(lambda s: qs.campaigns_to_evaluate(s, ids)):
+            def evaluate(s: Any, cid: int = cid) -> Any:
+                return qs.evaluate(s, cid)
+
+            try:
+                marked = self._db(evaluate).marked_not_needed
+                self.stats.not_needed += len(marked)
+            except RunStopped:
+                raise
+            except Exception:  # a bad evaluation must not stop the arms
+                log.exception("campaign %s: its questions could not be evaluated", cid)
 
     def _check_estop_requests(self) -> None:
         """Act on `estop_requested` events (dashboard buttons, `fleet stop`): the bridges are

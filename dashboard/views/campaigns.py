@@ -169,7 +169,7 @@ def _confirm_cancel(c, label: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def _campaign(c) -> None:  # type: ignore[no-untyped-def]
-    total = max(1, c.trials - c.cancelled)
+    total = max(1, c.trials - c.cancelled - c.not_needed)  # not needed: a question was decided
     tally = data.tally(c.id)
     with st.container(border=True):
         # stacked, not side by side: at 800 px the buttons keep their labels ("Cancel", not
@@ -189,7 +189,9 @@ def _campaign(c) -> None:  # type: ignore[no-untyped-def]
         h1.progress(min(1.0, c.done / total),
                     text=f"{c.done}/{total} trials done · {c.leased} running · "
                          f"{c.pending} pending" + (f" · {tally.given_up} given up"
-                                                   if tally.given_up else ""))
+                                                   if tally.given_up else "")
+                         + (f" · {c.not_needed} not needed (a question was decided)"
+                            if c.not_needed else ""))
         ctl = campaign_controls(role, c.status, tally.given_up)  # staff only; data.py rechecks
         if c.status == CampaignStatus.INCOMPLETE:
             if not steer:

@@ -1,5 +1,8 @@
 """Label: the blind queue. Policies appear only as blind codes; the sim's verdict is hidden.
 
+A campaign created with an audit rate (orchestrator.store.audit) serves only its random
+audit sample; the page says so and how much of the sample is labelled.
+
 Keys: s = success, f = failure, n = skip, u = undo your last label (dashboard.label_keys).
 
 Labels are bound to what was seen (dashboard.label_actions): every render of an episode gets
@@ -87,7 +90,7 @@ def _actions(render: Render) -> None:
     label_keys.mount(tok, ep, last is not None, on_key)
 
 
-def _episode(user: str, ep: int) -> None:
+def _episode(user: str, ep: int, audited: frozenset[int] = frozenset()) -> None:
     try:
         view = data.blind_episode(ep, user)
     except BrowseError as e:
@@ -102,7 +105,8 @@ def _episode(user: str, ep: int) -> None:
     it, mine = view.item, view.mine
     st.subheader(f"“{it.instruction}”")
     st.caption(f"episode **{ep}** · policy **{it.blind_code}** · campaign #{it.campaign_id} · "
-               f"{_describe(it)} · robot {it.robot or '–'} · {it.human_labels} human label(s)")
+               f"{_describe(it)} · robot {it.robot or '–'} · {it.human_labels} human label(s)"
+               + (" · **audit sample** (drawn at random)" if it.campaign_id in audited else ""))
     if mine is not None:
         st.info(f"You labeled this episode **{'success' if mine.success else 'failure'}** "
                 f"(version {mine.version}); saving again replaces your label.")
@@ -180,10 +184,14 @@ def render() -> None:
     settle(user, status)  # an accepted action is carried out (once) before anything renders
     ids = tuple(picked)
     queue, remaining = data.label_queue(user, ids, cap)
+    audits = data.audit_progress(ids)  # campaigns with an audit rate serve their sample only
+    audited = frozenset(a.campaign_id for a in audits)
     ep = _pick(queue)
     tab_label, tab_queue, tab_dis, tab_agree = st.tabs(
         [f"Label ({remaining} to go)", "Queue", "Disagreements", "Agreement"])
     with tab_label:
+        for a in audits:
+            st.caption(f"Campaign #{a.campaign_id} · {a.text}")
         if ep is None:
             st.success("Nothing left to label for you here. Thank you!"
                        if remaining == 0 else "You skipped the rest of the queue.")
@@ -192,10 +200,11 @@ def render() -> None:
                           on_click=lambda: st.session_state.pop(SKIPPED, None))
             _actions(screen_for(user, None))  # undo stays one key away after the last label
         else:
-            _episode(user, ep)
+            _episode(user, ep, audited)
     with tab_queue:
         st.dataframe([{"episode": i.episode_id, "policy": i.blind_code, "task": i.instruction,
-                       "category": _describe(i), "robot": i.robot, "human labels": i.human_labels}
+                       "category": _describe(i), "robot": i.robot, "human labels": i.human_labels,
+                       "audit sample": i.campaign_id in audited}
                       for i in queue], hide_index=True)
     with tab_dis:
         _disagreements_tab(ids)

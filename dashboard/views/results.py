@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard import charts, data, ui
 from dashboard.data import ReportQuery
 from dashboard.identity import current_role
+from dashboard.views import results_ppi, results_questions
 from dashboard.visibility import Role, campaign_title, results_view
 from orchestrator.reporting import ReportFilters
 from protocols.report import TEST_NAMES, notes, render_csv
@@ -147,6 +148,8 @@ def render() -> None:
     _comparison(report)
     st.subheader("Human labels vs the simulator")
     _human_vs_sim(ids, filters, blind)
+    results_ppi.render(ids, blind)  # a success detector's PPI section, when it has labels
+    results_questions.render(ids, blind)  # declared sequential questions, when there are any
 
 
 render()

@@ -31,7 +31,7 @@ from orchestrator.store.models import (
     Task,
     Trial,
 )
-from orchestrator.store.states import EpisodeStatus
+from orchestrator.store.states import EpisodeStatus, LabelSource
 
 EE_COLUMNS = (Step.dx, Step.dy, Step.dz, Step.droll, Step.dpitch, Step.dyaw, Step.gripper)
 
@@ -65,7 +65,8 @@ def episode_records(s: Session, cid: int) -> list[EpisodeRecord]:
         select(Label.episode_id, Label.source, Label.evaluator, Label.success, Label.progress,
                Label.failure_mode)
         .join(Episode, Episode.id == Label.episode_id).join(Trial, Trial.id == Episode.trial_id)
-        .where(_counted(cid)).order_by(Label.created_at, Label.id)
+        .where(_counted(cid), Label.source.in_((LabelSource.HUMAN, LabelSource.SIM)))
+        .order_by(Label.created_at, Label.id)  # auto labels (detectors) are not outcomes
     )
     for eid, source, evaluator, success, progress, failure in label_rows:
         labels[eid].append(LabelRecord(source, evaluator, bool(success), progress, failure))

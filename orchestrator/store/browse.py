@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from orchestrator.store.audit import audit_condition
 from orchestrator.store.models import (
     Campaign,
     CampaignPolicy,
@@ -147,12 +148,16 @@ def label_queue(
     max_human_labels: int | None = None,
 ) -> tuple[list[QueueItem], int]:
     """Counted, recorded episodes this evaluator has not labeled yet, oldest first; and how
-    many there are in all. max_human_labels: leave out episodes with that many human labels."""
+    many there are in all. max_human_labels: leave out episodes with that many human labels.
+    A campaign with an audit rate serves only its audit sample (orchestrator.store.audit)."""
     mine = select(Label.id).where(Label.episode_id == Episode.id, Label.source == "human",
                                   Label.evaluator == evaluator).exists()
     conds = [Episode.status == EpisodeStatus.RECORDED, Episode.counted, ~mine]
     if campaign_ids:
         conds.append(Trial.campaign_id.in_(list(campaign_ids)))
+    audit = audit_condition(s, campaign_ids)  # audited campaigns: only their drawn trials
+    if audit is not None:
+        conds.append(audit)
     if max_human_labels is not None:
         n_human = (select(func.count()).select_from(Label)
                    .where(Label.episode_id == Episode.id, Label.source == "human")

@@ -28,6 +28,7 @@ from orchestrator.store.states import CampaignStatus, EventKind, TrialStatus
 
 if TYPE_CHECKING:
     from protocols.loader import LoadedProtocol
+    from protocols.questions import QuestionSpec
 
 TRIALS = cast(Table, Trial.__table__)  # Core statements on the trials table (typed)
 # what a person may set (incomplete is reached only by the queue running dry)
@@ -130,8 +131,16 @@ def create_campaign(
     priority: int = 0,
     created_by: str | None = None,
     choose: Callable[[str], str] = secrets.choice,
+    audit_rate: float | None = None,
+    questions: Sequence[QuestionSpec] = (),
 ) -> Campaign:
     """Plan a campaign (pure planning) and write it with all its trials in one transaction.
+
+    questions: the sequential questions it declares (protocols.questions.parse_spec), stored
+    in campaign_questions (orchestrator.store.questions.add_questions) in this transaction.
+
+    audit_rate (0 < r <= 1): humans audit a random sample of this share of the episodes
+    (protocols.audit); None: they label every episode. Fixed from then on.
 
     Blind codes are drawn here with a CSPRNG (`choose`; tests may pass a seeded one), fresh
     per campaign and unique in the whole store (unique constraint on blind_code; a clash with
@@ -141,6 +150,13 @@ def create_campaign(
 
     if s.scalar(select(func.count()).select_from(Campaign).where(Campaign.name == name)):
         raise CampaignError(f"campaign {name!r} already exists: choose another --name")
+    if audit_rate is not None:
+        from protocols.audit import check_audit_rate
+
+        try:
+            audit_rate = check_audit_rate(audit_rate)
+        except ValueError as e:
+            raise CampaignError(str(e)) from None
     policies = [find_policy(s, p) for p in policy_names]
     names = [p.name for p in policies]
     codes = allocate_blind_codes(s, names, choose=choose)
@@ -154,6 +170,7 @@ def create_campaign(
         seed=seed,
         trials_per_task=trials_per_task,
         created_by=created_by,
+        audit_rate=audit_rate,
     )
     s.add(campaign)
     s.flush()
@@ -177,6 +194,11 @@ def create_campaign(
             for t in plan.trials
         ],
     )
+    if questions:
+        from orchestrator.store.questions import add_questions
+
+        named = {**cp_by_name, **{g: cp_by_name[p.name] for g, p in zip(policy_names, policies)}}
+        add_questions(s, campaign.id, loaded, named, questions, trials_per_task)
     log_event(
         s,
         EventKind.CAMPAIGN_CREATED,
@@ -185,6 +207,7 @@ def create_campaign(
         trials=len(plan.trials),
         policies=list(policy_names),
         seed=seed,
+        audit_rate=audit_rate,
     )
     return campaign
 

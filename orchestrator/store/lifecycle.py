@@ -1,8 +1,10 @@
 """A campaign's lifecycle once its queue runs dry: done, or incomplete, and the way back.
 
 A trial that used up its attempt budget is `given_up`; `cancelled` means a person cancelled
-the campaign. A campaign whose trials are all closed is `done` only when every planned trial
-has its counted episode; with any trial given up or cancelled it is `incomplete`, and
+the campaign; `not_needed` means the campaign's declared questions were decided before it ran
+(orchestrator.store.questions). A campaign whose trials are all closed is `done` only when
+every planned trial has its counted episode or is not needed; with any trial given up or
+cancelled it is `incomplete`, and
 `evalfleet campaign requeue` brings those trials back with a fresh attempt budget (their
 aborted episodes stay for the audit).
 
@@ -52,10 +54,14 @@ class TrialTally:
     done: int = 0
     given_up: int = 0
     cancelled: int = 0
+    # a declared question was decided before it ran (orchestrator.store.questions): closed,
+    # never missing
+    not_needed: int = 0
 
     @property
     def planned(self) -> int:
-        return self.pending + self.leased + self.done + self.given_up + self.cancelled
+        return (self.pending + self.leased + self.done + self.given_up + self.cancelled
+                + self.not_needed)
 
     @property
     def open(self) -> int:
@@ -89,9 +95,11 @@ def missing_text(tally: TrialTally) -> str:
 
 
 def progress_text(status: str, tally: TrialTally) -> str:
-    """`campaign list`'s cell: 'incomplete 57/60 (3 given up)', 'done 60/60', 'running 4/60'."""
-    missing = missing_text(tally)
-    return f"{status} {tally.done}/{tally.planned}" + (f" ({missing})" if missing else "")
+    """`campaign list`'s cell: 'incomplete 57/60 (3 given up)', 'done 60/60', 'running 4/60',
+    'done 40/60 (20 not needed)'."""
+    notes = [m for m in (missing_text(tally),
+                         f"{tally.not_needed} not needed" if tally.not_needed else "") if m]
+    return f"{status} {tally.done}/{tally.planned}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def shorten_reason(reason: str, width: int) -> str:
@@ -234,7 +242,8 @@ def settle_campaigns(s: Session) -> list[tuple[int, CampaignStatus]]:
             continue
         c.status = status
         log_event(s, EventKind.campaign(status), campaign_id=c.id, planned=tally.planned,
-                  done=tally.done, given_up=tally.given_up, cancelled=tally.cancelled)
+                  done=tally.done, given_up=tally.given_up, cancelled=tally.cancelled,
+                  not_needed=tally.not_needed)
         out.append((c.id, status))
     return out
 
@@ -253,6 +262,10 @@ def requeue_trials(
     new budget starts (queue.abort_episode counts only later attempts' aborts). Raises
     CampaignError (nothing changed) when there is nothing to re-queue or an id is not one of
     the campaign's trials in those statuses."""
+    if TrialStatus.NOT_NEEDED in statuses:
+        raise CampaignError(
+            "--status not_needed: those trials were left out because a declared question was "
+            "decided, and a decision is final; create a new campaign to run them")
     bad = sorted(set(statuses) - set(REQUEUEABLE))
     if bad or not statuses:
         raise CampaignError(f"--status {', '.join(bad) or '(none)'}: one of {', '.join(REQUEUEABLE)}")

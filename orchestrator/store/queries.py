@@ -39,6 +39,7 @@ class CampaignSummary:
     leased: int
     cancelled: int
     created_at: datetime
+    not_needed: int = 0  # left out: the campaign's declared questions were decided
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
                     func.sum(case((Trial.status == TrialStatus.PENDING, 1), else_=0)),
                     func.sum(case((Trial.status == TrialStatus.LEASED, 1), else_=0)),
                     func.sum(case((Trial.status == TrialStatus.CANCELLED, 1), else_=0)),
+                    func.sum(case((Trial.status == TrialStatus.NOT_NEEDED, 1), else_=0)),
                 ).group_by(Trial.campaign_id)
             )
     }
@@ -89,7 +91,8 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
             .where(CampaignPolicy.campaign_id == campaign.id)
             .order_by(CampaignPolicy.position)
         ).all()
-        total, done, pending, leased, cancelled = counts.get(campaign.id, (0, 0, 0, 0, 0))
+        total, done, pending, leased, cancelled, not_needed = counts.get(
+            campaign.id, (0, 0, 0, 0, 0, 0))
         out.append(
             CampaignSummary(
                 id=campaign.id,
@@ -108,6 +111,7 @@ def list_campaigns(s: Session, ids: Sequence[int] | None = None) -> list[Campaig
                 leased=int(leased or 0),
                 cancelled=int(cancelled or 0),
                 created_at=campaign.created_at,
+                not_needed=int(not_needed or 0),
             )
         )
     return out
@@ -159,7 +163,8 @@ def episode_outcomes(
 
 
 def progress_by_category(s: Session, campaign_id: int) -> list[tuple[str, str | None, int, int]]:
-    """(category, difficulty, trials done, trials total) for one campaign."""
+    """(category, difficulty, trials done, trials total) for one campaign; cancelled and
+    not-needed trials are not in the total."""
     rows = s.execute(
         select(
             Task.category,
@@ -168,7 +173,8 @@ def progress_by_category(s: Session, campaign_id: int) -> list[tuple[str, str | 
             func.count(),
         )
         .join(Task, Task.id == Trial.task_id)
-        .where(Trial.campaign_id == campaign_id, Trial.status != TrialStatus.CANCELLED)
+        .where(Trial.campaign_id == campaign_id,
+               Trial.status.not_in((TrialStatus.CANCELLED, TrialStatus.NOT_NEEDED)))
         .group_by(Task.category, Task.difficulty)
     )
     return [(r[0], r[1], int(r[2] or 0), int(r[3])) for r in rows]
@@ -326,11 +332,13 @@ class CampaignPolicyPlan:
     version: str
     blind_code: str
     position: int
-    planned: int  # trials planned for this policy (every status)
+    planned: int  # trials planned for this policy (every status but not_needed)
 
 
 def campaign_policy_plans(s: Session, campaign_ids: Sequence[int]) -> list[CampaignPolicyPlan]:
-    """Each campaign's policies with their code, position and planned trials."""
+    """Each campaign's policies with their code, position and planned trials; trials a
+    decided question made not needed (orchestrator.store.questions) are not planned any more,
+    so they are not reported as lost."""
     if not campaign_ids:
         return []
     rows = s.execute(
@@ -339,7 +347,8 @@ def campaign_policy_plans(s: Session, campaign_ids: Sequence[int]) -> list[Campa
                func.count(Trial.id))
         .join(Campaign, Campaign.id == CampaignPolicy.campaign_id)
         .join(Policy, Policy.id == CampaignPolicy.policy_id)
-        .outerjoin(Trial, Trial.campaign_policy_id == CampaignPolicy.id)
+        .outerjoin(Trial, (Trial.campaign_policy_id == CampaignPolicy.id)
+                   & (Trial.status != TrialStatus.NOT_NEEDED))
         .where(CampaignPolicy.campaign_id.in_(list(campaign_ids)))
         .group_by(CampaignPolicy.campaign_id, Campaign.name, CampaignPolicy.policy_id,
                   Policy.name, Policy.version, CampaignPolicy.blind_code, CampaignPolicy.position)

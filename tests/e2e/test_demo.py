@@ -48,7 +48,8 @@ def test_demo_on_smoke_protocol_with_two_arms(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     assert proc.returncode == 0, out[-4000:]
     assert "15 trials" in out and "on 2 simulated" in out
-    for line in ("overall", "oracle", "random", "episodes/h", "evalfleet dashboard"):
+    for line in ("overall", "oracle", "random", "episodes/h", "evalfleet dashboard",
+                 "Detector sim-90 labelled 15 episodes", "--detector sim-90"):
         assert line in out, out[-4000:]
 
     store = Store(make_engine(f"sqlite:///{home / 'evalfleet.db'}"))
@@ -66,6 +67,10 @@ def test_demo_on_smoke_protocol_with_two_arms(tmp_path: Path) -> None:
                 .join(Label, (Label.episode_id == Episode.id) & (Label.source == "sim"))
                 .where(Episode.counted.is_(True))
             ).all()
+            # the demo's detector labelled every counted episode (label source auto)
+            auto = s.scalars(select(Label.detector_checksum).where(Label.source == "auto")).all()
+            assert len(auto) == 15 and all(auto)
+            assert s.get(Campaign, cid).audit_rate == 0.2
         audit = check_invariants(store, home / "media", [cid])
     finally:
         store.close()

@@ -180,7 +180,10 @@ def check_invariants(store: Store, media_dir: Path, campaign_ids: Sequence[int])
     problems = []
     for t in trials:
         counted = [e for e in by_trial[t.id] if e.counted]
-        if t.status != "done" or len(counted) != 1:
+        if t.status == "not_needed":  # a decided question left it out: never counted
+            if counted:
+                problems.append(f"trial {t.id}: not needed but {len(counted)} counted episodes")
+        elif t.status != "done" or len(counted) != 1:
             problems.append(f"trial {t.id}: status {t.status}, {len(counted)} counted episodes "
                             f"of {len(by_trial[t.id])}")
         for e in counted:

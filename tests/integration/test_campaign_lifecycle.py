@@ -81,7 +81,8 @@ def test_given_up_trial_makes_the_campaign_incomplete_not_done(store: Store) -> 
     assert (m.trial_id, m.status, m.attempts, m.last_reason) == (first, "given_up", 5, REASON)
     assert ev.campaign_id == cid and ev.payload["given_up"] == 1 and ev.payload["planned"] == 5
     assert by_policy == [("alpha", by_policy[0][1], {"pending": 0, "leased": 0, "done": 4,
-                                                      "given_up": 1, "cancelled": 0})]
+                                                      "given_up": 1, "cancelled": 0,
+                                                      "not_needed": 0})]
     msg = lifecycle.incomplete_message(state)
     assert msg.startswith("campaign c1 incomplete: 1 of 5 trials given up (last reasons: "
                           "arm sim-1: NON_FINITE") and "campaign requeue c1" in msg

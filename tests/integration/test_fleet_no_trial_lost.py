@@ -308,7 +308,9 @@ def test_database_outage_within_the_retry_window_loses_nothing(db_url: str,
             with started(runner):
                 run_to_done(runner, deadline_s=120, on_tick=tick)
         assert "begun" in state and outage.failures > 5
-        assert clock.offset >= 20.0  # the run waited out the outage (on the store's clock)
+        # the run waited out the outage on the store's clock (fake sleeps plus the real time
+        # that passed: on a loaded machine the offset alone can stay just under 20 s)
+        assert clock.now() - state["begun"] >= 20.0
         outage.end()
         audit = check_invariants(store, media, [cid])
         assert audit.trials == 8 and audit.counted == 8 and audit.recorded == 8

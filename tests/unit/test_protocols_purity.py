@@ -20,6 +20,8 @@ PURE_MODULES = [
     "protocols.clustered",
     "protocols.sequential",
     "protocols.ppi",
+    "protocols.questions",
+    "protocols.report_questions",
     "robots.types",
 ]
 FORBIDDEN = ["ray", "zmq", "sqlalchemy", "torch", "streamlit"]
