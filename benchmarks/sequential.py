@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,40 @@ def type_one_threshold(rng: np.random.Generator, sims: int, cap: int, p0: float)
 
 # ------------------------------------------------------- (b) trials to a decision, power
 
+def exact_mcnemar_power(n: int, p10: float, p01: float) -> float:
+    """Power of the two-sided exact McNemar test (what `evalfleet report` runs) with n pairs:
+    the discordant count k ~ Bin(n, p10 + p01), then a ~ Bin(k, p10 / (p10 + p01)) against
+    the exact binomial test at 1/2. Exact, no simulation."""
+    psi = p10 + p01
+    power = 0.0
+    for k in range(1, n + 1):
+        w = float(scipy_stats.binom.pmf(k, n, psi))
+        if w < 1e-12:
+            continue
+        x = np.arange(k + 1)
+        p = np.minimum(1.0, 2 * np.minimum(scipy_stats.binom.cdf(x, k, 0.5),
+                                           scipy_stats.binom.sf(x - 1, k, 0.5)))
+        power += w * float(scipy_stats.binom.pmf(x, k, p10 / psi)[p < ALPHA].sum())
+    return power
+
+
+def exact_binomial_power(n: int, p0: float, p: float) -> float:
+    """Power of the two-sided exact binomial test of rate p0 with n trials at true rate p."""
+    x = np.arange(n + 1)
+    pv = np.minimum(1.0, 2 * np.minimum(scipy_stats.binom.cdf(x, n, p0),
+                                        scipy_stats.binom.sf(x - 1, n, p0)))
+    return float(scipy_stats.binom.pmf(x, n, p)[pv < ALPHA].sum())
+
+
+def exact_fixed_n(power: float, power_at: Callable[[int], float], start: int) -> int:
+    """The smallest n at which the exact test reaches `power` (its power saw-tooths in n:
+    the first n that reaches it, as a lab sizing the fixed design would pick)."""
+    n = max(2, start // 2)
+    while power_at(n) < power:
+        n += 1
+    return n
+
+
 def trials_to_decision(rng: np.random.Generator, sims: int, delta: float, discordance: float,
                        cap_multiple: float, true_discordance: float | None = None) -> dict:
     plan = fixed_n_pair(ALPHA, 0.8, delta, discordance)
@@ -174,10 +209,15 @@ def trials_to_decision(rng: np.random.Generator, sims: int, delta: float, discor
                      "fixed_plan_rejects": float((fixed_p < ALPHA).mean())})
     at_delta = next(r for r in rows if r["true_difference"] == round(delta, 4))
     seq_power = at_delta["sequential_a_better"]
-    # the fixed design with the same power, sized with hindsight (the true discordance)
+    # the fixed design with the same power, sized with hindsight (the true discordance):
+    # by the normal approximation (Connor), and for the exact McNemar test the report runs
     equal = fixed_n_pair(ALPHA, min(seq_power, 0.999), delta, psi)
+    exact = exact_fixed_n(seq_power, lambda n: exact_mcnemar_power(
+        n, (psi + delta) / 2, (psi - delta) / 2), equal)
     for r in rows:
         r["saved_vs_fixed_at_equal_power"] = round(1 - r["sequential_mean_trials"] / equal, 4)
+        r["saved_vs_exact_fixed_at_equal_power"] = round(
+            1 - r["sequential_mean_trials"] / exact, 4)
     mean_trials = float(np.mean([r["sequential_mean_trials"] for r in rows]))
     return {"question": "pair", "alpha": ALPHA, "min_effect": delta,
             "planned_discordance": discordance, "true_discordance": psi,
@@ -186,6 +226,10 @@ def trials_to_decision(rng: np.random.Generator, sims: int, delta: float, discor
             "fixed_n_at_that_power": equal,
             "saved_at_min_effect": round(1 - at_delta["sequential_mean_trials"] / equal, 4),
             "saved_mean_over_effects": round(1 - mean_trials / equal, 4),
+            "fixed_n_exact_test_at_that_power": exact,
+            "saved_at_min_effect_vs_exact": round(
+                1 - at_delta["sequential_mean_trials"] / exact, 4),
+            "saved_mean_over_effects_vs_exact": round(1 - mean_trials / exact, 4),
             "fixed_plan_power_at_min_effect": at_delta["fixed_plan_rejects"],
             "saved_vs_fixed_plan_at_min_effect": round(
                 1 - at_delta["sequential_mean_trials"] / plan, 4),
@@ -208,6 +252,8 @@ def threshold_trials(rng: np.random.Generator, sims: int, p0: float, delta: floa
                          [d is Decision.A_BETTER for d in paths.decisions]))})
     at_delta = rows[2]
     equal = fixed_n_threshold(ALPHA, min(at_delta["sequential_above"], 0.999), p0, delta)
+    exact = exact_fixed_n(at_delta["sequential_above"],
+                          lambda n: exact_binomial_power(n, p0, p0 + delta), equal)
     mean_trials = float(np.mean([r["sequential_mean_trials"] for r in rows]))
     return {"question": "threshold", "threshold": p0, "min_effect": delta,
             "fixed_plan_n_at_power_0.8": plan, "cap": q.cap,
@@ -215,6 +261,10 @@ def threshold_trials(rng: np.random.Generator, sims: int, p0: float, delta: floa
             "fixed_n_at_that_power": equal,
             "saved_at_min_effect": round(1 - at_delta["sequential_mean_trials"] / equal, 4),
             "saved_mean_over_effects": round(1 - mean_trials / equal, 4),
+            "fixed_n_exact_test_at_that_power": exact,
+            "saved_at_min_effect_vs_exact": round(
+                1 - at_delta["sequential_mean_trials"] / exact, 4),
+            "saved_mean_over_effects_vs_exact": round(1 - mean_trials / exact, 4),
             "saved_vs_fixed_plan_at_min_effect": round(
                 1 - at_delta["sequential_mean_trials"] / plan, 4),
             "saved_vs_fixed_plan_mean_over_effects": round(1 - mean_trials / plan, 4),
