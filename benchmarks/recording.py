@@ -35,12 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import recording  # noqa: E402
-from orchestrator.episode import EpisodeSpec, PolicyReply, run_episode  # noqa: E402
-from orchestrator.recording import VideoWriter  # noqa: E402
-from orchestrator.simfleet import SimFleet  # noqa: E402
-from robots.client import BridgeClient  # noqa: E402
-from tests.policy_kit import ChunkedPolicy  # noqa: E402
+from orchestrator import recording
+from orchestrator.episode import EpisodeSpec, PolicyReply, run_episode
+from orchestrator.recording import VideoWriter
+from orchestrator.simfleet import SimFleet
+from robots.client import BridgeClient
+from tests.policy_kit import ChunkedPolicy
 
 RESULTS = ROOT / "benchmarks" / "results" / "recording.json"
 HZ = 15.0
