@@ -26,7 +26,7 @@ Rendering: protocols.report_ppi_render.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import sqrt
 from statistics import NormalDist
 from typing import TypeVar
@@ -254,9 +254,23 @@ def _row(policy: str, category: str, eps: Sequence[AuditEpisode], names: Mapping
         notes.append("auto-only needs >= 2 detector labels")
     est, ppi_notes = _ppi(eps, names, confidence)
     notes.extend(ppi_notes)
+    if est is not None and not 0.0 <= est.rate <= 1.0:
+        notes.append(f"PPI's point estimate {est.rate:.2f} lies outside [0, 1] (few audited "
+                     "episodes): shown clipped; label more of the audit sample")
     agree = agreement(_labels(audited, "human"), _labels(audited, "auto"))
     return PpiRow(policy, category, len(eps), len(labelled), sum(e.drawn for e in eps),
-                  sum(e.audited for e in eps), human, auto, est, agree, tuple(notes))
+                  sum(e.audited for e in eps), _clipped(human), _clipped(auto), _clipped(est),
+                  agree, tuple(notes))
+
+
+def _clipped(e: Estimate | None) -> Estimate | None:
+    """A success rate and its interval cut to [0, 1], where the rate lies: the cut interval
+    covers the true rate whenever the normal one does, and a clipped point is never further
+    from it (the standard errors are the estimators' own)."""
+    if e is None:
+        return None
+    return replace(e, rate=min(1.0, max(0.0, e.rate)), low=max(0.0, e.low),
+                   high=min(1.0, e.high))
 
 
 def build_ppi_report(

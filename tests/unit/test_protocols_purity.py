@@ -22,6 +22,9 @@ PURE_MODULES = [
     "protocols.ppi",
     "protocols.questions",
     "protocols.report_questions",
+    "protocols.audit",
+    "protocols.report_ppi",
+    "protocols.report_ppi_render",
     "robots.types",
 ]
 FORBIDDEN = ["ray", "zmq", "sqlalchemy", "torch", "streamlit"]
