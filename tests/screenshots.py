@@ -103,6 +103,8 @@ def shoot(base: str, out: Path, before: Callable[[str], None] | None = None) -> 
             page.screenshot(path=str(target))  # type: ignore[attr-defined]
             page.set_viewport_size({"width": 1440, "height": 1000})  # type: ignore[attr-defined]
             shots.append(target)
+            if name == "results":  # its statistics sections, below the fold of results.png
+                shots.append(statistics_shot(page, out))
         # the Fleet page as an operator's laptop shows it: E-STOP ALL first, labels whole
         if before is not None:
             before("fleet-800")
@@ -116,6 +118,17 @@ def shoot(base: str, out: Path, before: Callable[[str], None] | None = None) -> 
         page.screenshot(path=str(target))  # type: ignore[attr-defined]
         shots.append(target)
     return shots
+
+
+def statistics_shot(page, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The Results page from its success-detector section down to the declared questions."""
+    page.set_viewport_size({"width": 1440, "height": 1500})  # type: ignore[attr-defined]
+    page.get_by_text("Success detector: prediction-powered estimates").scroll_into_view_if_needed()
+    settle(page, 800)
+    target = out / "results-statistics.png"
+    page.screenshot(path=str(target))  # type: ignore[attr-defined]
+    page.set_viewport_size({"width": 1440, "height": 1000})  # type: ignore[attr-defined]
+    return target
 
 
 def fleet_heartbeats(store: object) -> None:
