@@ -122,7 +122,3 @@ class HostPool:
         for host in self._hosts.values():
             ray.kill(host.actor)
         self._hosts.clear()
-
-    def hosts(self) -> dict[int, tuple[str, ...]]:
-        """host id -> the arms on it (for tests and `fleet status`)."""
-        return {i: tuple(sorted(h.arms)) for i, h in self._hosts.items()}

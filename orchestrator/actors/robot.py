@@ -86,7 +86,3 @@ class RobotHost:
             rt.stop_episode()
             rt.close()
         return left
-
-    def arms(self) -> list[str]:
-        with self._lock:
-            return sorted(self._arms)

@@ -158,7 +158,7 @@ def resolved_outcomes(s: Session, campaign_id: int,
             func.sum(case((and_(human, ~Label.success), 1), else_=0)).label("hn"),
             func.sum(case((and_(sim, Label.success), 1), else_=0)).label("sy"),
             func.sum(case((and_(sim, ~Label.success), 1), else_=0)).label("sn"),
-            func.max(case((human, Label.created_at))).label("human_at"),
+            func.min(case((human, Label.created_at))).label("human_at"),  # its first
         )
         .join(Episode, Episode.id == Label.episode_id)
         .join(Trial, Trial.id == Episode.trial_id)
@@ -192,7 +192,7 @@ def resolved_outcomes(s: Session, campaign_id: int,
 
 
 def _as_datetime(value: Any) -> datetime:
-    """MAX() over a CASE may come back as text on SQLite; a datetime on PostgreSQL."""
+    """MIN() over a CASE may come back as text on SQLite; a datetime on PostgreSQL."""
     if isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))
