@@ -194,23 +194,10 @@ class EpisodeRecorder:
 #: steps handed to the encoder thread at once (per step: every camera's frame). x264 encoding
 #: one frame every 66 ms finds its caches cold: 1.1 ms of CPU per 256x256 sim frame, 0.66 ms in
 #: bursts of 8, 0.54 ms in bursts of 16 (BENCHMARKS.md, "Fleet, chunked policies"). 8, not 16:
-#: longer bursts on a 2-core node delayed single-step policies' steps (p99 43 vs 20 ms).
+#: longer bursts on a 2-core node delayed single-step policies' steps. (A niced encoder thread
+#: was tried and dropped: a thread the OS runs last while it holds the GIL stalls the loops.)
 BATCH_STEPS = 8
 BATCH_BYTES = 32 << 20  # and never more frame bytes than this held back
-
-
-ENCODER_NICE = 10  # added to the encoder threads' niceness (Linux: per thread)
-
-
-def _lower_priority() -> None:
-    """Make the calling thread yield the CPU to the node's control loops: the OS runs a
-    thread with a higher nice value after the others, so a burst of encoding never holds a
-    step back. Best effort (a platform without per-thread nice values keeps the default)."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + ENCODER_NICE)
-    except (AttributeError, OSError):
-        pass
 
 
 class BackgroundRecorder:
@@ -228,7 +215,6 @@ class BackgroundRecorder:
         self.t.start()
 
     def _run(self) -> None:
-        _lower_priority()  # the control loops of this node come first; encoding can wait
         while (batch := self.q.get()) is not None:
             for frames in batch:
                 if self.error is not None:
